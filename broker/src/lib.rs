@@ -1,1 +1,3 @@
-//! skiff-broker
+//! skiff-broker: the Skiff broker library.
+
+pub mod storage;

@@ -10,6 +10,29 @@ use anyhow::{bail, Result};
 use std::convert::TryFrom;
 use std::string::String as StdString;
 
+// skiff patch: bounded preallocation (see VENDORED.md).
+/// Elements to preallocate for an array whose wire count is `count`, with
+/// `remaining` bytes of input left. Every element takes at least one byte on
+/// the wire, and the preallocation never takes more memory than the input
+/// still holds, so a hostile count cannot make us allocate more than the
+/// frame we already have in memory. The Vec still grows if the elements are
+/// real.
+fn bounded_capacity<T>(count: usize, remaining: usize) -> usize {
+    count.min(remaining / std::mem::size_of::<T>().max(1))
+}
+
+// skiff patch: reject a byte-string length larger than the input before
+// allocating a zeroed buffer for it.
+fn check_remaining<B: ByteBuf>(buf: &B, length: usize) -> Result<()> {
+    if buf.remaining() < length {
+        bail!(
+            "length {length} exceeds the {} bytes remaining",
+            buf.remaining()
+        );
+    }
+    Ok(())
+}
+
 macro_rules! define_copy_impl {
     ($e:ident, $t:ty) => (
         impl Encoder<$t> for $e {
@@ -124,10 +147,11 @@ impl<T: NewType<u32>> Decoder<T> for UnsignedVarInt {
             let b = buf.try_get_u8()? as u32;
             value |= (b & 0x7F) << (i * 7);
             if b < 0x80 {
-                break;
+                return Ok(value.into());
             }
         }
-        Ok(value.into())
+        // skiff patch: a sixth byte is malformed, as in Kafka's ByteUtils.
+        bail!("unsigned varint is longer than 5 bytes")
     }
 }
 
@@ -171,10 +195,11 @@ impl<T: NewType<u64>> Decoder<T> for UnsignedVarLong {
             let b = buf.try_get_u8()? as u64;
             value |= (b & 0x7F) << (i * 7);
             if b < 0x80 {
-                break;
+                return Ok(value.into());
             }
         }
-        Ok(value.into())
+        // skiff patch: an eleventh byte is malformed, as in Kafka's ByteUtils.
+        bail!("unsigned varlong is longer than 10 bytes")
     }
 }
 
@@ -359,6 +384,7 @@ impl Decoder<Option<StdString>> for String {
         match Int16.decode(buf)? {
             -1 => Ok(None),
             n if n >= 0 => {
+                check_remaining(buf, n as usize)?; // skiff patch
                 let mut strbuf = vec![0; n as usize];
                 buf.try_copy_to_slice(&mut strbuf)?;
                 Ok(Some(std::string::String::from_utf8(strbuf)?))
@@ -511,6 +537,7 @@ impl Decoder<Option<StdString>> for CompactString {
         match UnsignedVarInt.decode(buf)? {
             0 => Ok(None),
             n => {
+                check_remaining(buf, (n - 1) as usize)?; // skiff patch
                 let mut strbuf = vec![0; (n - 1) as usize];
                 buf.try_copy_to_slice(&mut strbuf)?;
                 Ok(Some(std::string::String::from_utf8(strbuf)?))
@@ -655,6 +682,7 @@ impl Decoder<Option<Vec<u8>>> for Bytes {
         match Int32.decode(buf)? {
             -1 => Ok(None),
             n if n >= 0 => {
+                check_remaining(buf, n as usize)?; // skiff patch
                 let mut data = vec![0; n as usize];
                 buf.try_copy_to_slice(&mut data)?;
                 Ok(Some(data))
@@ -804,6 +832,7 @@ impl Decoder<Option<Vec<u8>>> for CompactBytes {
         match UnsignedVarInt.decode(buf)? {
             0 => Ok(None),
             n => {
+                check_remaining(buf, (n - 1) as usize)?; // skiff patch
                 let mut data = vec![0; (n - 1) as usize];
                 buf.try_copy_to_slice(&mut data)?;
                 Ok(Some(data))
@@ -985,9 +1014,15 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for Array<E> {
         match Int32.decode(buf)? {
             -1 => Ok(None),
             n if n >= 0 => {
-                let mut result = Vec::with_capacity(n as usize);
+                // skiff patch: was Vec::with_capacity(n as usize).
+                let mut result = Vec::with_capacity(bounded_capacity::<T>(n as usize, buf.remaining()));
                 for _ in 0..n {
+                    let before = buf.remaining();
                     result.push(self.0.decode(buf)?);
+                    // skiff patch: elements that take no bytes cannot vouch for a count.
+                    if buf.remaining() == before && n as usize > before {
+                        bail!("Array of {n} zero-byte elements exceeds the input");
+                    }
                 }
                 Ok(Some(result))
             }
@@ -1093,9 +1128,16 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for CompactArray<E> {
         match UnsignedVarInt.decode(buf)? {
             0 => Ok(None),
             n => {
-                let mut result = Vec::with_capacity((n - 1) as usize);
+                // skiff patch: was Vec::with_capacity((n - 1) as usize).
+                let mut result =
+                    Vec::with_capacity(bounded_capacity::<T>((n - 1) as usize, buf.remaining()));
                 for _ in 1..n {
+                    let before = buf.remaining();
                     result.push(self.0.decode(buf)?);
+                    // skiff patch: elements that take no bytes cannot vouch for a count.
+                    if buf.remaining() == before && (n - 1) as usize > before {
+                        bail!("CompactArray of {} zero-byte elements exceeds the input", n - 1);
+                    }
                 }
                 Ok(Some(result))
             }

@@ -29,6 +29,10 @@ const XERIAL_MAGIC: &[u8; 16] = b"\x82SNAPPY\x00\x00\x00\x00\x01\x00\x00\x00\x01
 const XERIAL_MAGIC_PREFIX_BYTES: usize = 8;
 #[cfg(feature = "snappy")]
 const XERIAL_BLOCK_BYTES: usize = 32 * 1024;
+/// Upper bound on a raw snappy block's decompressed/compressed ratio (the real
+/// maximum is 64/3), used to refuse lying length headers before allocating.
+#[cfg(feature = "snappy")]
+const SNAPPY_EXPANSION_MAX: usize = 32;
 
 #[allow(dead_code)]
 fn unavailable(codec: Compression) -> DecodeError {
@@ -153,6 +157,18 @@ fn decompress_snappy_block(block: &[u8], max_bytes: usize, out: &mut Vec<u8>) ->
     let length = snap::raw::decompress_len(block).map_err(|e| failed(codec, e))?;
     if out.len() + length > max_bytes {
         return Err(DecodeError::DecompressedTooLarge { max: max_bytes });
+    }
+    // The length is a claim read from the input and we zero that much before
+    // decompressing, so bound it by what the block could really expand to:
+    // the densest snappy element (a 3-byte copy of 64 bytes) expands 21.3x.
+    if length > block.len().saturating_mul(SNAPPY_EXPANSION_MAX) {
+        return Err(failed(
+            codec,
+            format!(
+                "block of {} bytes claims {length} bytes decompressed",
+                block.len()
+            ),
+        ));
     }
     let at = out.len();
     out.resize(at + length, 0);
@@ -382,5 +398,33 @@ mod tests {
             decompress(Compression::Snappy, &truncated_block, 1024),
             Err(DecodeError::Decompression { .. })
         ));
+    }
+
+    /// A 6-byte snappy block claiming 200 MiB of output is refused before
+    /// anything is allocated for it (no valid block expands more than 64/3x).
+    #[test]
+    fn snappy_length_claims_are_bounded_by_the_input() {
+        // Varint 200 MiB, then a single literal tag: far too short for the claim.
+        let mut lying = Vec::new();
+        let mut claim = 200u32 * 1024 * 1024;
+        while claim >= 0x80 {
+            lying.push((claim as u8) | 0x80);
+            claim >>= 7;
+        }
+        lying.push(claim as u8);
+        lying.extend_from_slice(&[0x00, b'x']);
+        assert!(matches!(
+            decompress(Compression::Snappy, &lying, 256 << 20),
+            Err(DecodeError::Decompression { .. })
+        ));
+        // The densest real input still decodes: 1 MiB of one repeated byte.
+        let zeros = vec![0u8; 1 << 20];
+        let packed = snap::raw::Encoder::new().compress_vec(&zeros).unwrap();
+        assert_eq!(
+            decompress(Compression::Snappy, &packed, 1 << 21)
+                .unwrap()
+                .len(),
+            1 << 20
+        );
     }
 }

@@ -267,3 +267,71 @@ fn overlong_varints_in_messages_are_errors() {
         Err(DecodeError::Malformed { .. })
     ));
 }
+
+/// Record sets in Produce requests and Fetch responses are not copied into the
+/// encoded frame: one of the frame's chunks is the very `Bytes` the message
+/// held, and decoding gives the same records back.
+#[test]
+fn record_sets_are_referenced_not_copied() {
+    use skiff_protocol::batch::{RecordBatchBuilder, RecordBatchBuilderConfig};
+    let mut builder = RecordBatchBuilder::new(RecordBatchBuilderConfig::default());
+    for i in 0..16u8 {
+        builder.append(1_000, Some(&[i]), Some(&[i; 100]), &[]);
+    }
+    let records = builder.build().unwrap();
+    let topic = messages::TopicName(api::StrBytes::from_static_str("events"));
+
+    for version in [3i16, 9, 13] {
+        let partition = messages::produce_request::PartitionProduceData::default()
+            .with_index(0)
+            .with_records(Some(records.clone()));
+        let mut topic_data = messages::produce_request::TopicProduceData::default()
+            .with_partition_data(vec![partition]);
+        if version < 13 {
+            topic_data = topic_data.with_name(topic.clone());
+        }
+        let request = RequestKind::Produce(
+            messages::ProduceRequest::default()
+                .with_acks(-1)
+                .with_timeout_ms(1000)
+                .with_topic_data(vec![topic_data]),
+        );
+        let frame = api::encode_request(&header(ApiKey::Produce, version), &request).unwrap();
+        assert!(
+            frame
+                .chunks
+                .iter()
+                .any(|c| c.as_ptr() == records.as_ptr() && c.len() == records.len()),
+            "Produce v{version}: records were copied into the frame"
+        );
+        let (_, decoded) = api::decode_request(unframe(frame.to_contiguous())).unwrap();
+        assert_eq!(decoded, request, "Produce v{version}");
+    }
+
+    for version in [4i16, 12, 16] {
+        let partition = messages::fetch_response::PartitionData::default()
+            .with_partition_index(0)
+            .with_high_watermark(16)
+            .with_records(Some(records.clone()));
+        let mut topic_data = messages::fetch_response::FetchableTopicResponse::default()
+            .with_partitions(vec![partition]);
+        if version < 13 {
+            topic_data = topic_data.with_topic(topic.clone());
+        }
+        let response = ResponseKind::Fetch(
+            messages::FetchResponse::default().with_responses(vec![topic_data]),
+        );
+        let frame = api::encode_response(5, ApiKey::Fetch, version, &response).unwrap();
+        assert!(
+            frame.chunks.iter().any(|c| c.as_ptr() == records.as_ptr()),
+            "Fetch v{version}: records were copied into the frame"
+        );
+        let mut body = unframe(frame.to_contiguous());
+        assert_eq!(
+            api::decode_response_header(ApiKey::Fetch, version, &mut body).unwrap(),
+            5
+        );
+        let decoded = api::decode_response_body(ApiKey::Fetch, version, &mut body).unwrap();
+        assert_eq!(decoded, response, "Fetch v{version}");
+    }
+}

@@ -335,3 +335,44 @@ fn record_sets_are_referenced_not_copied() {
         assert_eq!(decoded, response, "Fetch v{version}");
     }
 }
+
+/// ApiVersions answers always carry a v0 response header (no tagged fields),
+/// even at flexible versions, so a client can read the answer before it
+/// knows which versions the broker speaks (KIP-511).
+#[test]
+fn api_versions_responses_use_header_v0() {
+    let response = ResponseKind::ApiVersions(messages::ApiVersionsResponse::default());
+    for version in 0..=4 {
+        let frame = api::encode_response(9, ApiKey::ApiVersions, version, &response).unwrap();
+        let mut body = unframe(frame.to_contiguous());
+        assert_eq!(&body[..4], &9i32.to_be_bytes());
+        body = body.slice(4..);
+        let decoded = api::decode_response_body(ApiKey::ApiVersions, version, &mut body).unwrap();
+        assert_eq!(decoded, response, "v{version}");
+    }
+}
+
+/// The KIP-511 fallback (a v0 ApiVersions error response) decodes as a v0
+/// response with the error code and the advertised ranges.
+#[test]
+fn api_versions_fallback_is_a_valid_v0_response() {
+    let frame = api::encode_api_versions_fallback(11, 35, &[(0, 3, 11), (18, 0, 4)]);
+    let mut body = unframe(frame.to_contiguous());
+    assert_eq!(
+        api::decode_response_header(ApiKey::ApiVersions, 0, &mut body).unwrap(),
+        11
+    );
+    let ResponseKind::ApiVersions(decoded) =
+        api::decode_response_body(ApiKey::ApiVersions, 0, &mut body).unwrap()
+    else {
+        panic!("not an ApiVersions response");
+    };
+    assert_eq!(decoded.error_code, 35);
+    let ranges: Vec<(i16, i16, i16)> = decoded
+        .api_keys
+        .iter()
+        .map(|k| (k.api_key, k.min_version, k.max_version))
+        .collect();
+    assert_eq!(ranges, vec![(0, 3, 11), (18, 0, 4)]);
+    assert!(body.is_empty());
+}

@@ -74,6 +74,9 @@ pub(crate) struct Shared {
     pub last_flush_ms: AtomicI64,
     /// Flushes performed, for observing group commit.
     flush_count: AtomicU64,
+    /// Fault injection: the next flush fails as an fdatasync would with EIO.
+    #[cfg(test)]
+    pub fail_next_sync: AtomicBool,
 }
 
 /// One partition's log. Cheap to share: everything lives behind an `Arc`.
@@ -129,6 +132,8 @@ impl PartitionLog {
                 batches_since_flush: AtomicU64::new(0),
                 last_flush_ms: AtomicI64::new(now),
                 flush_count: AtomicU64::new(0),
+                #[cfg(test)]
+                fail_next_sync: AtomicBool::new(false),
             }),
         }
     }
@@ -539,6 +544,13 @@ impl Shared {
         active: Option<&Arc<Segment>>,
         pending: &[Arc<Segment>],
     ) -> Result<()> {
+        #[cfg(test)]
+        if self.fail_next_sync.swap(false, Ordering::AcqRel) {
+            return Err(StorageError::io(
+                &self.dir,
+                std::io::Error::from_raw_os_error(libc::EIO),
+            ));
+        }
         for segment in pending {
             segment.write_index_files()?;
             segment.sync(true)?;

@@ -461,3 +461,34 @@ proptest! {
         }
     }
 }
+
+/// A failed fdatasync poisons the partition: the waiting producer gets the
+/// error, later appends and syncs are refused (never retried into a false
+/// acknowledgement), and reads keep working.
+#[tokio::test]
+async fn failed_sync_poisons_the_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::at(0);
+    let (_manager, log) = open(dir.path(), small_config(), &clock);
+    let b = batch(1, 10, 0, 0);
+    log.append(&b).unwrap();
+    log.wait_durable(0).await.unwrap();
+    log.append(&b).unwrap();
+    log.shared()
+        .fail_next_sync
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(matches!(
+        log.wait_durable(1).await,
+        Err(StorageError::Io { .. })
+    ));
+    assert!(matches!(
+        log.wait_durable(1).await,
+        Err(StorageError::Poisoned { .. })
+    ));
+    assert!(matches!(
+        log.append(&b),
+        Err(StorageError::Poisoned { partition: 0, .. })
+    ));
+    assert!(matches!(log.flush(), Err(StorageError::Poisoned { .. })));
+    assert_eq!(batches_of(log.read(0, usize::MAX).unwrap()).len(), 2);
+}

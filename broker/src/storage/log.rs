@@ -17,10 +17,9 @@ use skiff_protocol::batch::{BatchHeader, RecordBatchView, TimestampType, BATCH_B
 use tokio::sync::watch;
 
 use super::error::{Result, StorageError};
-use super::format::{encode_checkpoint, RECOVERY_CHECKPOINT_FILE};
 use super::index::IndexBuilder;
-use super::segment::{sync_dir, write_file_atomically, Segment};
-use super::{Clock, FlushPolicy, LogConfig, PREALLOCATE_CHUNK_BYTES};
+use super::segment::Segment;
+use super::{Clock, LogConfig, PREALLOCATE_CHUNK_BYTES};
 
 /// Result of an append.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,21 +58,21 @@ pub(crate) struct Shared {
     pub segments: RwLock<Vec<Arc<Segment>>>,
     pub writer: Mutex<Writer>,
     pub log_end: AtomicI64,
-    end_tx: watch::Sender<i64>,
+    pub(super) end_tx: watch::Sender<i64>,
     /// Every offset below this is on disk.
-    durable_end: AtomicI64,
-    sync_gate: tokio::sync::Mutex<()>,
-    flush_lock: Mutex<()>,
+    pub(super) durable_end: AtomicI64,
+    pub(super) sync_gate: tokio::sync::Mutex<()>,
+    pub(super) flush_lock: Mutex<()>,
     /// Rolled segments whose index files and final fdatasync are still due.
-    pending_closed: Mutex<Vec<Arc<Segment>>>,
-    poisoned: AtomicBool,
-    closed: AtomicBool,
+    pub(super) pending_closed: Mutex<Vec<Arc<Segment>>>,
+    pub(super) poisoned: AtomicBool,
+    pub(super) closed: AtomicBool,
     /// Serialises retention and compaction of this partition.
     pub maintenance: Mutex<()>,
     pub batches_since_flush: AtomicU64,
     pub last_flush_ms: AtomicI64,
     /// Flushes performed, for observing group commit.
-    flush_count: AtomicU64,
+    pub(super) flush_count: AtomicU64,
     /// Fault injection: the next flush fails as an fdatasync would with EIO.
     #[cfg(test)]
     pub fail_next_sync: AtomicBool,
@@ -208,43 +207,6 @@ impl PartitionLog {
         self.shared.append(batches, leader_epoch)
     }
 
-    pub async fn wait_durable(&self, offset: i64) -> Result<()> {
-        let shared = &self.shared;
-        if shared.config().flush != FlushPolicy::Sync {
-            return shared.check_writable();
-        }
-        if shared.durable_end.load(Ordering::Acquire) > offset {
-            return Ok(());
-        }
-        let log_end = self.log_end_offset();
-        if offset >= log_end {
-            return Err(StorageError::OffsetOutOfRange {
-                requested: offset,
-                log_start: self.log_start_offset(),
-                log_end,
-            });
-        }
-        // Waiters queue here while one sync runs; when it finishes, most of
-        // them find their offset covered and return without a sync of their own.
-        let _gate = shared.sync_gate.lock().await;
-        if shared.durable_end.load(Ordering::Acquire) > offset {
-            return Ok(());
-        }
-        let worker = shared.clone();
-        tokio::task::spawn_blocking(move || worker.flush())
-            .await
-            .map_err(|e| StorageError::Io {
-                path: shared.dir.clone(),
-                source: std::io::Error::other(e.to_string()),
-            })??;
-        Ok(())
-    }
-
-    /// Makes everything appended so far durable (blocking). Returns the offset below which all is durable.
-    pub fn flush(&self) -> Result<i64> {
-        self.shared.flush()
-    }
-
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<Bytes> {
         self.shared.read(offset, max_bytes)
     }
@@ -309,7 +271,7 @@ impl Shared {
         segments.first().map_or(0, |s| s.base_offset())
     }
 
-    fn check_writable(&self) -> Result<()> {
+    pub(super) fn check_writable(&self) -> Result<()> {
         if self.closed.load(Ordering::Acquire) {
             return Err(StorageError::Closed);
         }
@@ -504,103 +466,6 @@ impl Shared {
             .max(append_bytes)
             .min(segment.capacity_bytes());
         writer.active = segment;
-    }
-
-    /// Syncs rolled segments (with their index files and a new recovery
-    /// checkpoint) and the active segment. A failure poisons the partition.
-    pub fn flush(&self) -> Result<i64> {
-        self.check_writable_or_closed()?;
-        let _flush = lock(&self.flush_lock);
-        let target = self.log_end.load(Ordering::Acquire);
-        // The active segment is taken before the pending list: a roll pushes
-        // the old segment to the list before it publishes the new one.
-        let active = self.segments_snapshot().last().cloned();
-        let pending = std::mem::take(&mut *lock(&self.pending_closed));
-        self.flush_count.fetch_add(1, Ordering::Relaxed);
-        let result = self.flush_segments(active.as_ref(), &pending);
-        if let Err(error) = result {
-            self.poisoned.store(true, Ordering::Release);
-            tracing::error!(topic = %self.topic, partition = self.partition, %error, "sync failed; partition poisoned");
-            return Err(error);
-        }
-        self.durable_end.fetch_max(target, Ordering::AcqRel);
-        self.batches_since_flush.store(0, Ordering::Relaxed);
-        self.last_flush_ms.store((self.clock)(), Ordering::Relaxed);
-        Ok(target)
-    }
-
-    fn check_writable_or_closed(&self) -> Result<()> {
-        if self.poisoned.load(Ordering::Acquire) {
-            return Err(StorageError::Poisoned {
-                topic: self.topic.clone(),
-                partition: self.partition,
-            });
-        }
-        Ok(())
-    }
-
-    fn flush_segments(
-        &self,
-        active: Option<&Arc<Segment>>,
-        pending: &[Arc<Segment>],
-    ) -> Result<()> {
-        #[cfg(test)]
-        if self.fail_next_sync.swap(false, Ordering::AcqRel) {
-            return Err(StorageError::io(
-                &self.dir,
-                std::io::Error::from_raw_os_error(libc::EIO),
-            ));
-        }
-        for segment in pending {
-            segment.write_index_files()?;
-            segment.sync(true)?;
-        }
-        if let Some(active) = active {
-            active.sync(false)?;
-        }
-        if !pending.is_empty() {
-            // Creating the new segment files and the index renames must
-            // persist before the checkpoint vouches for them.
-            sync_dir(&self.dir)?;
-            if let Some(active) = active {
-                self.write_checkpoint(active.base_offset())?;
-            }
-        }
-        Ok(())
-    }
-
-    pub fn has_pending_closed(&self) -> bool {
-        !lock(&self.pending_closed).is_empty()
-    }
-
-    pub fn is_pending_closed(&self, segment: &Arc<Segment>) -> bool {
-        lock(&self.pending_closed)
-            .iter()
-            .any(|s| Arc::ptr_eq(s, segment))
-    }
-
-    pub fn write_checkpoint(&self, offset: i64) -> Result<()> {
-        let path = self.dir.join(RECOVERY_CHECKPOINT_FILE);
-        write_file_atomically(&path, &encode_checkpoint(offset))?;
-        sync_dir(&self.dir)
-    }
-
-    fn close(&self) -> Result<()> {
-        if self.closed.load(Ordering::Acquire) {
-            return Ok(());
-        }
-        self.flush()?;
-        let writer = lock(&self.writer);
-        self.closed.store(true, Ordering::Release);
-        let active = writer.active.clone();
-        active.close()?;
-        active.write_index_files()?;
-        active.sync(true)?;
-        sync_dir(&self.dir)?;
-        self.write_checkpoint(active.next_offset())?;
-        drop(writer);
-        self.end_tx.send_replace(i64::MAX);
-        Ok(())
     }
 
     /// The segment that holds `offset` or, past it, the next one; by index in the list.

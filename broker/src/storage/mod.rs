@@ -4,7 +4,8 @@
 //! - [`format`]: every on-disk byte layout (file names, index files, checkpoint).
 //! - [`segment`]: one `.log` file with its indexes; `pwritev` in, mapping out.
 //! - [`index`]: sparse offset and time indexes.
-//! - [`log`]: [`PartitionLog`], appends, reads, rolls, group commit.
+//! - [`log`]: [`PartitionLog`], appends, reads, rolls.
+//! - [`durability`]: group commit, flushes, the recovery checkpoint.
 //! - [`recovery`]: opening a partition directory, validating what a crash may have torn.
 //! - [`retention`] and [`compaction`]: background removal of old data.
 //! - [`manager`]: [`LogManager`], all partitions of a data directory.
@@ -37,6 +38,7 @@
 //! them was acknowledged and is intact.
 
 pub mod compaction;
+pub mod durability;
 pub mod error;
 pub mod format;
 pub mod index;

@@ -181,7 +181,7 @@ impl LogManager {
     }
 
     /// Starts the background tasks: periodic flush, retention, compaction.
-    /// They stop at [`shutdown`](Self::shutdown).
+    /// They stop at [`shutdown`](Self::shutdown). Call from within a tokio runtime.
     pub fn start_background(self: &Arc<Self>) {
         let manager = self.clone();
         let started_ms = (self.clock)();

@@ -492,3 +492,64 @@ async fn failed_sync_poisons_the_partition() {
     assert!(matches!(log.flush(), Err(StorageError::Poisoned { .. })));
     assert_eq!(batches_of(log.read(0, usize::MAX).unwrap()).len(), 2);
 }
+
+/// Invalid configurations and partition names are refused with a typed error and create nothing.
+#[test]
+fn invalid_config_and_names_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::at(0);
+    let (manager, log) = open(dir.path(), small_config(), &clock);
+    let bad_configs = [
+        LogConfig {
+            segment_bytes: 0,
+            ..small_config()
+        },
+        LogConfig {
+            segment_bytes: SEGMENT_BYTES_MAX + 1,
+            ..small_config()
+        },
+        LogConfig {
+            index_interval_bytes: 0,
+            ..small_config()
+        },
+        LogConfig {
+            max_message_bytes: 10,
+            ..small_config()
+        },
+        LogConfig {
+            flush: FlushPolicy::Periodic {
+                flush_ms: 0,
+                flush_messages: 1,
+            },
+            ..small_config()
+        },
+    ];
+    for config in bad_configs {
+        assert!(matches!(
+            manager.create_partition("u", 0, config.clone()),
+            Err(StorageError::InvalidConfig { .. })
+        ));
+        assert!(matches!(
+            log.set_config(config),
+            Err(StorageError::InvalidConfig { .. })
+        ));
+    }
+    for (topic, partition) in [("", 0), ("a/b", 0), ("..", 0), ("x", -1)] {
+        assert!(matches!(
+            manager.create_partition(topic, partition, small_config()),
+            Err(StorageError::InvalidConfig { .. })
+        ));
+    }
+    assert_eq!(manager.partitions().len(), 1);
+    assert!(!dir.path().join("u-0").exists());
+    assert!(matches!(
+        LogManager::open(
+            dir.path(),
+            LogConfig {
+                segment_bytes: 1,
+                ..small_config()
+            }
+        ),
+        Err(StorageError::InvalidConfig { .. })
+    ));
+}

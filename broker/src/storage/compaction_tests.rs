@@ -340,7 +340,8 @@ fn concurrent_appends_reads_and_compaction() {
         std::thread::spawn(move || {
             let value = "p".repeat(200);
             let mut i = 0u64;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            // Bounded so that a fast machine does not fill the disk.
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && i < 50_000 {
                 let key = format!("k{}", i % 7);
                 log.append(&keyed_batch(&[(key.as_str(), Some(value.as_str()))], 0))
                     .unwrap();

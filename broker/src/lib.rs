@@ -1,1 +1,10 @@
-//! skiff-broker
+//! skiff-broker: the `skiffd` daemon, a single-node broker speaking the
+//! Kafka protocol over TCP and QUIC.
+//!
+//! - [`config`]: one typed configuration (TOML < `SKIFF_*` env < flags).
+//! - [`producer_state`]: idempotent-producer sequence rules, per partition.
+//! - [`metrics`]: counters and histograms, rendered for Prometheus.
+
+pub mod config;
+pub mod metrics;
+pub mod producer_state;

@@ -50,10 +50,13 @@ impl ProducerIdAllocator {
     fn open(data_dir: &Path, max_seen: Option<i64>) -> Result<Self, BrokerError> {
         let path = data_dir.join(PRODUCER_IDS_FILE);
         let stored = match std::fs::read_to_string(&path) {
-            Ok(text) => text.trim().parse::<i64>().map_err(|e| BrokerError::ProducerIds {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?,
+            Ok(text) => text
+                .trim()
+                .parse::<i64>()
+                .map_err(|e| BrokerError::ProducerIds {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
             Err(e) => {
                 return Err(BrokerError::ProducerIds {
@@ -84,7 +87,6 @@ impl ProducerIdAllocator {
 }
 
 /// Everything a request handler may need.
-#[derive(Debug)]
 pub struct Broker {
     pub config: Config,
     /// Host and port given to clients in Metadata.
@@ -112,7 +114,12 @@ impl Broker {
             source,
         })?;
         let logs = LogManager::open(&data_dir, topic_config::log_config(&config.topic))?;
-        let topics = TopicRegistry::open(&data_dir, Arc::clone(&logs), config.topic.clone(), Arc::clone(&metrics))?;
+        let topics = TopicRegistry::open(
+            &data_dir,
+            Arc::clone(&logs),
+            config.topic.clone(),
+            Arc::clone(&metrics),
+        )?;
         let producer_ids = ProducerIdAllocator::open(&data_dir, topics.max_producer_id())?;
         Ok(Broker {
             advertised_host: config.advertised_host(),
@@ -128,7 +135,11 @@ impl Broker {
 
     /// The topic, created with broker defaults if auto-creation is on and
     /// `allow_auto_create` (Metadata v4+ lets the client refuse it).
-    pub fn topic_or_create(&self, name: &str, allow_auto_create: bool) -> Result<Arc<Topic>, TopicError> {
+    pub fn topic_or_create(
+        &self,
+        name: &str,
+        allow_auto_create: bool,
+    ) -> Result<Arc<Topic>, TopicError> {
         if let Some(topic) = self.topics.get(name) {
             return Ok(topic);
         }
@@ -141,9 +152,11 @@ impl Broker {
         match self.topics.create(name, -1, Default::default()) {
             Ok(topic) => Ok(topic),
             // Another request created it in the meantime.
-            Err(TopicError::AlreadyExists { .. }) => self.topics.get(name).ok_or(TopicError::Unknown {
-                name: name.to_string(),
-            }),
+            Err(TopicError::AlreadyExists { .. }) => {
+                self.topics.get(name).ok_or(TopicError::Unknown {
+                    name: name.to_string(),
+                })
+            }
             Err(e) => Err(e),
         }
     }

@@ -98,7 +98,7 @@ impl Default for TopicDefaults {
             index_interval_bytes: 4096,
             cleanup_policy: Cleanup::Delete,
             delete_retention_ms: 24 * 3_600_000,
-            flush_mode: FlushMode::Periodic,
+            flush_mode: FlushMode::Sync,
             flush_ms: 1000,
             flush_messages: 10_000,
         }
@@ -276,7 +276,7 @@ pub struct Cli {
     /// How long compaction keeps tombstones (delete.retention.ms). [default: 86400000]
     #[arg(long, env = "SKIFF_TOPIC_DELETE_RETENTION_MS", value_name = "MS")]
     pub topic_delete_retention_ms: Option<u64>,
-    /// sync: fdatasync before acknowledging; periodic: flush every flush-ms. [default: periodic]
+    /// sync: fdatasync before acknowledging (group commit); periodic: flush every flush-ms. [default: sync]
     #[arg(long, env = "SKIFF_TOPIC_FLUSH_MODE", value_enum)]
     pub topic_flush_mode: Option<FlushMode>,
     /// Periodic flush interval (flush.ms). [default: 1000]

@@ -23,13 +23,20 @@ pub const CONFIG_NAMES: &[&str] = &[
 ];
 
 fn parse<T: std::str::FromStr>(name: &str, value: &str) -> Result<T, TopicError> {
-    value.trim().parse::<T>().map_err(|_| TopicError::InvalidConfig {
-        name: name.to_string(),
-        reason: format!("{value:?} is not a valid number"),
-    })
+    value
+        .trim()
+        .parse::<T>()
+        .map_err(|_| TopicError::InvalidConfig {
+            name: name.to_string(),
+            reason: format!("{value:?} is not a valid number"),
+        })
 }
 
-fn at_least<T: PartialOrd + std::fmt::Display>(name: &str, value: T, min: T) -> Result<T, TopicError> {
+fn at_least<T: PartialOrd + std::fmt::Display>(
+    name: &str,
+    value: T,
+    min: T,
+) -> Result<T, TopicError> {
     if value < min {
         return Err(TopicError::InvalidConfig {
             name: name.to_string(),
@@ -63,11 +70,13 @@ pub fn resolve(
             "delete.retention.ms" => settings.delete_retention_ms = parse(n, value)?,
             "flush.messages" => settings.flush_messages = at_least(n, parse(n, value)?, 1)?,
             "flush.ms" => settings.flush_ms = parse(n, value)?,
-            "index.interval.bytes" => settings.index_interval_bytes = at_least(n, parse(n, value)?, 1)?,
+            "index.interval.bytes" => {
+                settings.index_interval_bytes = at_least(n, parse(n, value)?, 1)?
+            }
             "max.message.bytes" => settings.max_message_bytes = at_least(n, parse(n, value)?, 64)?,
             "retention.bytes" => settings.retention_bytes = at_least(n, parse(n, value)?, -1)?,
             "retention.ms" => settings.retention_ms = at_least(n, parse(n, value)?, -1)?,
-            "segment.bytes" => settings.segment_bytes = at_least(n, parse(n, value)?, 14)?,
+            "segment.bytes" => settings.segment_bytes = at_least(n, parse(n, value)?, 1024)?,
             "segment.ms" => settings.segment_ms = at_least(n, parse(n, value)?, 1)?,
             _ => {
                 return Err(TopicError::InvalidConfig {
@@ -77,9 +86,14 @@ pub fn resolve(
             }
         }
     }
-    // Kafka's flush.messages=1 means "sync every write".
-    if overrides.contains_key("flush.messages") && settings.flush_messages == 1 {
-        settings.flush_mode = FlushMode::Sync;
+    // Kafka's flush.messages=1 means "sync every write"; any other flush
+    // setting asks for periodic flushing.
+    if overrides.contains_key("flush.messages") || overrides.contains_key("flush.ms") {
+        settings.flush_mode = if settings.flush_messages == 1 {
+            FlushMode::Sync
+        } else {
+            FlushMode::Periodic
+        };
     }
     Ok(settings)
 }
@@ -142,31 +156,55 @@ mod tests {
     use super::*;
 
     fn overrides(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     /// Overrides change exactly the named setting and read back under the same name.
     #[test]
     fn overrides_apply_and_describe() {
         let defaults = TopicDefaults::default();
-        let settings = resolve(&defaults, &overrides(&[("retention.ms", "1000"), ("cleanup.policy", "compact")])).unwrap();
+        let settings = resolve(
+            &defaults,
+            &overrides(&[("retention.ms", "1000"), ("cleanup.policy", "compact")]),
+        )
+        .unwrap();
         assert_eq!(value_of(&settings, "retention.ms").as_deref(), Some("1000"));
-        assert_eq!(value_of(&settings, "cleanup.policy").as_deref(), Some("compact"));
+        assert_eq!(
+            value_of(&settings, "cleanup.policy").as_deref(),
+            Some("compact")
+        );
         assert_eq!(settings.segment_bytes, defaults.segment_bytes);
         for name in CONFIG_NAMES {
-            assert!(value_of(&settings, name).is_some(), "{name} not describable");
+            assert!(
+                value_of(&settings, name).is_some(),
+                "{name} not describable"
+            );
         }
         let sync = resolve(&defaults, &overrides(&[("flush.messages", "1")])).unwrap();
         assert_eq!(sync.flush_mode, FlushMode::Sync);
+        let periodic = resolve(&defaults, &overrides(&[("flush.ms", "500")])).unwrap();
+        assert_eq!(periodic.flush_mode, FlushMode::Periodic);
+        assert_eq!(value_of(&periodic, "flush.ms").as_deref(), Some("500"));
     }
 
     /// Unknown names and bad values are INVALID_CONFIG, not silently dropped.
     #[test]
     fn bad_overrides_are_refused() {
         let defaults = TopicDefaults::default();
-        for (name, value) in [("retention.mss", "1"), ("retention.ms", "soon"), ("cleanup.policy", "shred"), ("max.message.bytes", "1")] {
+        for (name, value) in [
+            ("retention.mss", "1"),
+            ("retention.ms", "soon"),
+            ("cleanup.policy", "shred"),
+            ("max.message.bytes", "1"),
+        ] {
             assert!(
-                matches!(resolve(&defaults, &overrides(&[(name, value)])), Err(TopicError::InvalidConfig { .. })),
+                matches!(
+                    resolve(&defaults, &overrides(&[(name, value)])),
+                    Err(TopicError::InvalidConfig { .. })
+                ),
                 "{name}={value} accepted"
             );
         }

@@ -81,7 +81,6 @@ pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {
 }
 
 /// One partition being served: its log and its idempotent-producer state.
-#[derive(Debug)]
 pub struct Partition {
     pub topic: String,
     pub index: i32,
@@ -93,7 +92,6 @@ pub struct Partition {
 }
 
 /// One topic: settings and partitions.
-#[derive(Debug)]
 pub struct Topic {
     pub name: String,
     /// Effective settings (broker defaults with `overrides` applied).
@@ -118,7 +116,6 @@ struct RegistryTopic {
 }
 
 /// All topics of the broker.
-#[derive(Debug)]
 pub struct TopicRegistry {
     path: PathBuf,
     cluster_id: String,
@@ -142,10 +139,12 @@ impl TopicRegistry {
         let path = data_dir.join(REGISTRY_FILE);
         let on_disk = logs.partitions();
         let file = match std::fs::read_to_string(&path) {
-            Ok(text) => toml::from_str::<RegistryFile>(&text).map_err(|e| TopicError::RegistryCorrupt {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?,
+            Ok(text) => {
+                toml::from_str::<RegistryFile>(&text).map_err(|e| TopicError::RegistryCorrupt {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 // No registry yet: adopt whatever partitions the directory holds.
                 let mut file = RegistryFile {
@@ -165,7 +164,10 @@ impl TopicRegistry {
         };
         for (topic, _, _) in &on_disk {
             if !file.topics.contains_key(topic) {
-                tracing::warn!(topic, "deleting partitions of a topic whose deletion did not finish");
+                tracing::warn!(
+                    topic,
+                    "deleting partitions of a topic whose deletion did not finish"
+                );
                 logs.delete_topic(topic)?;
             }
         }
@@ -183,7 +185,10 @@ impl TopicRegistry {
             let topic = registry.open_topic(name, entry.partitions, entry.configs.clone())?;
             topics.insert(name.clone(), Arc::new(topic));
         }
-        *registry.topics.write().unwrap_or_else(PoisonError::into_inner) = topics;
+        *registry
+            .topics
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = topics;
         registry.persist()?;
         Ok(registry)
     }
@@ -325,10 +330,11 @@ impl TopicRegistry {
         let log_config = topic_config::log_config(&settings);
         let mut opened = Vec::with_capacity(partitions.max(0) as usize);
         for index in 0..partitions {
-            let log = match self.logs.get(name, index) {
-                Some(log) => log,
-                None => self.logs.create_partition(name, index, log_config.clone())?,
-            };
+            // Opens the partition if recovery found it, applying this topic's
+            // settings (recovery only knows the broker defaults).
+            let log = self
+                .logs
+                .create_partition(name, index, log_config.clone())?;
             let mut producers = ProducerTable::new();
             for header in log.scan_headers(log.log_start_offset())? {
                 producers.record(&header);
@@ -410,9 +416,20 @@ mod tests {
     fn topic_names() {
         assert!(validate_topic_name("orders.v1_eu-west").is_ok());
         assert!(validate_topic_name(&"a".repeat(249)).is_ok());
-        for bad in ["", ".", "..", "has space", "slash/", "ümlaut", &"a".repeat(250)] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "has space",
+            "slash/",
+            "ümlaut",
+            &"a".repeat(250),
+        ] {
             assert!(
-                matches!(validate_topic_name(bad), Err(TopicError::InvalidName { .. })),
+                matches!(
+                    validate_topic_name(bad),
+                    Err(TopicError::InvalidName { .. })
+                ),
                 "{bad:?} accepted"
             );
         }

@@ -61,7 +61,11 @@ pub async fn handle(broker: &Arc<Broker>, _version: i16, request: FetchRequest) 
                     partition_max_bytes: usize::try_from(p.partition_max_bytes).unwrap_or(0),
                     partition: found
                         .as_ref()
-                        .and_then(|t| usize::try_from(p.partition).ok().and_then(|i| t.partitions.get(i)))
+                        .and_then(|t| {
+                            usize::try_from(p.partition)
+                                .ok()
+                                .and_then(|i| t.partitions.get(i))
+                        })
                         .cloned()
                         .ok_or(ErrorCode::UnknownTopicOrPartition),
                 })
@@ -72,14 +76,20 @@ pub async fn handle(broker: &Arc<Broker>, _version: i16, request: FetchRequest) 
 
     let max_bytes = usize::try_from(request.max_bytes).unwrap_or(0);
     let min_bytes = usize::try_from(request.min_bytes).unwrap_or(0);
-    let max_wait = Duration::from_millis(u64::try_from(request.max_wait_ms).unwrap_or(0)).min(MAX_WAIT_CAP);
+    let max_wait =
+        Duration::from_millis(u64::try_from(request.max_wait_ms).unwrap_or(0)).min(MAX_WAIT_CAP);
     let deadline = tokio::time::Instant::now() + max_wait;
     let mut shutdown = broker.shutdown.clone();
     loop {
         // End offsets before reading: an append after this point wakes the wait below.
         let ends: Vec<Vec<Option<i64>>> = topics
             .iter()
-            .map(|(_, targets)| targets.iter().map(|t| t.partition.as_ref().ok().map(|p| p.log.log_end_offset())).collect())
+            .map(|(_, targets)| {
+                targets
+                    .iter()
+                    .map(|t| t.partition.as_ref().ok().map(|p| p.log.log_end_offset()))
+                    .collect()
+            })
             .collect();
         let (responses, bytes, errors) = read_all(&topics, max_bytes);
         let done = bytes >= min_bytes
@@ -116,7 +126,10 @@ pub async fn handle(broker: &Arc<Broker>, _version: i16, request: FetchRequest) 
 
 /// Reads every partition once. Returns the topics, the record bytes
 /// gathered, and whether any partition has an error (which ends a long poll).
-fn read_all(topics: &[(TopicName, Vec<Target>)], max_bytes: usize) -> (Vec<FetchableTopicResponse>, usize, bool) {
+fn read_all(
+    topics: &[(TopicName, Vec<Target>)],
+    max_bytes: usize,
+) -> (Vec<FetchableTopicResponse>, usize, bool) {
     let mut used = 0usize;
     let mut errors = false;
     let mut out = Vec::with_capacity(topics.len());
@@ -149,7 +162,9 @@ fn read_all(topics: &[(TopicName, Vec<Target>)], max_bytes: usize) -> (Vec<Fetch
                     data.last_stable_offset = data.high_watermark;
                     data.log_start_offset = log.log_start_offset();
                     match records {
-                        Ok(records) if used > 0 && records.len() > remaining => data.records = Some(Bytes::new()),
+                        Ok(records) if used > 0 && records.len() > remaining => {
+                            data.records = Some(Bytes::new())
+                        }
                         Ok(records) => {
                             used += records.len();
                             count_out(partition, &records);
@@ -183,6 +198,56 @@ fn count_out(partition: &Partition, records: &[u8]) {
             break;
         }
     }
-    partition.metrics.bytes_out.fetch_add(records.len() as u64, Ordering::Relaxed);
-    partition.metrics.records_out.fetch_add(count, Ordering::Relaxed);
+    partition
+        .metrics
+        .bytes_out
+        .fetch_add(records.len() as u64, Ordering::Relaxed);
+    partition
+        .metrics
+        .records_out
+        .fetch_add(count, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use skiff_protocol::api::{encode_response, ApiKey, ResponseKind};
+
+    /// The records of a fetch response reach the frame by reference: the
+    /// encoded frame holds the very bytes (same address) the log returned.
+    #[test]
+    fn fetch_response_references_record_bytes() {
+        let records = Bytes::from(vec![7u8; 256 * 1024]);
+        let mut partition = PartitionData::default();
+        partition.records = Some(records.clone());
+        let mut topic = FetchableTopicResponse::default();
+        topic.partitions = vec![partition];
+        let mut response = FetchResponse::default();
+        response.responses = vec![topic];
+        for version in [4, 11, 12] {
+            let frame = encode_response(
+                1,
+                ApiKey::Fetch,
+                version,
+                &ResponseKind::Fetch(response.clone()),
+            )
+            .unwrap();
+            let referenced = frame
+                .chunks
+                .iter()
+                .any(|chunk| chunk.as_ptr() == records.as_ptr() && chunk.len() == records.len());
+            assert!(referenced, "v{version}: records were copied into the frame");
+            let copied: usize = frame
+                .chunks
+                .iter()
+                .filter(|c| c.as_ptr() != records.as_ptr())
+                .map(Bytes::len)
+                .sum();
+            assert!(
+                copied < 200,
+                "v{version}: {copied} bytes besides the records"
+            );
+        }
+    }
 }

@@ -15,7 +15,11 @@ use crate::broker::Broker;
 const LATEST_TIMESTAMP: i64 = -1;
 const EARLIEST_TIMESTAMP: i64 = -2;
 
-pub fn handle(broker: &Arc<Broker>, _version: i16, request: ListOffsetsRequest) -> ListOffsetsResponse {
+pub fn handle(
+    broker: &Arc<Broker>,
+    version: i16,
+    request: ListOffsetsRequest,
+) -> ListOffsetsResponse {
     let mut response = ListOffsetsResponse::default();
     for topic in request.topics {
         let found = broker.topics.get(topic.name.as_str());
@@ -26,15 +30,19 @@ pub fn handle(broker: &Arc<Broker>, _version: i16, request: ListOffsetsRequest) 
             result.partition_index = requested.partition_index;
             result.timestamp = -1;
             result.offset = -1;
-            let partition = found
-                .as_ref()
-                .and_then(|t| usize::try_from(requested.partition_index).ok().and_then(|i| t.partitions.get(i)));
+            let partition = found.as_ref().and_then(|t| {
+                usize::try_from(requested.partition_index)
+                    .ok()
+                    .and_then(|i| t.partitions.get(i))
+            });
             let Some(partition) = partition else {
                 result.error_code = ErrorCode::UnknownTopicOrPartition.code();
                 out.partitions.push(result);
                 continue;
             };
-            result.leader_epoch = 0;
+            if version >= 4 {
+                result.leader_epoch = 0;
+            }
             let log = &partition.log;
             match requested.timestamp {
                 LATEST_TIMESTAMP => result.offset = log.log_end_offset(),

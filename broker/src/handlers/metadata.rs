@@ -33,7 +33,12 @@ pub fn handle(broker: &Arc<Broker>, version: i16, request: MetadataRequest) -> M
         Some(topics) => version == 0 && topics.is_empty(),
     };
     if all_topics {
-        response.topics = broker.topics.list().iter().map(|t| describe(t, node)).collect();
+        response.topics = broker
+            .topics
+            .list()
+            .iter()
+            .map(|t| describe(t, node))
+            .collect();
         return response;
     }
     let allow_auto_create = version < 4 || request.allow_auto_topic_creation;

@@ -53,7 +53,10 @@ pub fn is_served(api_key: i16, api_version: i16) -> bool {
 
 /// `SERVED` as raw numbers, for the KIP-511 fallback response.
 pub fn served_raw() -> Vec<(i16, i16, i16)> {
-    SERVED.iter().map(|&(key, min, max)| (key as i16, min, max)).collect()
+    SERVED
+        .iter()
+        .map(|&(key, min, max)| (key as i16, min, max))
+        .collect()
 }
 
 /// A failure that ends the connection instead of producing a response.
@@ -74,11 +77,21 @@ pub async fn handle(
     let response = match request {
         RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(api_versions::handle(version, &r)),
         RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(broker, version, r)),
-        RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(topics::create(broker, version, r)),
-        RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(topics::delete(broker, version, r)),
-        RequestKind::DescribeConfigs(r) => ResponseKind::DescribeConfigs(describe_configs::handle(broker, r)),
-        RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(producer_id::handle(broker, r)),
-        RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(list_offsets::handle(broker, version, r)),
+        RequestKind::CreateTopics(r) => {
+            ResponseKind::CreateTopics(topics::create(broker, version, r))
+        }
+        RequestKind::DeleteTopics(r) => {
+            ResponseKind::DeleteTopics(topics::delete(broker, version, r))
+        }
+        RequestKind::DescribeConfigs(r) => {
+            ResponseKind::DescribeConfigs(describe_configs::handle(broker, r))
+        }
+        RequestKind::InitProducerId(r) => {
+            ResponseKind::InitProducerId(producer_id::handle(broker, r))
+        }
+        RequestKind::ListOffsets(r) => {
+            ResponseKind::ListOffsets(list_offsets::handle(broker, version, r))
+        }
         RequestKind::Produce(r) => match produce::handle(broker, version, r).await {
             Some(response) => ResponseKind::Produce(response),
             None => return Ok(None),
@@ -103,7 +116,9 @@ pub fn topic_error_code(error: &TopicError) -> ErrorCode {
         TopicError::InvalidPartitions { .. } => ErrorCode::InvalidPartitions,
         TopicError::InvalidConfig { .. } => ErrorCode::InvalidConfig,
         TopicError::Storage(e) => storage_error_code(e),
-        TopicError::Registry { .. } | TopicError::RegistryCorrupt { .. } => ErrorCode::KafkaStorageError,
+        TopicError::Registry { .. } | TopicError::RegistryCorrupt { .. } => {
+            ErrorCode::KafkaStorageError
+        }
     }
 }
 

@@ -12,7 +12,9 @@ use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
-use skiff_protocol::api::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use skiff_protocol::api::messages::produce_response::{
+    PartitionProduceResponse, TopicProduceResponse,
+};
 use skiff_protocol::api::messages::{ProduceRequest, ProduceResponse};
 use skiff_protocol::batch::{BatchReader, RecordBatchView};
 use skiff_protocol::ErrorCode;
@@ -47,7 +49,11 @@ impl Appended {
     }
 }
 
-pub async fn handle(broker: &Arc<Broker>, _version: i16, request: ProduceRequest) -> Option<ProduceResponse> {
+pub async fn handle(
+    broker: &Arc<Broker>,
+    _version: i16,
+    request: ProduceRequest,
+) -> Option<ProduceResponse> {
     let acks = request.acks;
     let mut results: Vec<(String, Vec<PartitionOutcome>)> = Vec::new();
     for topic in request.topic_data {
@@ -56,17 +62,41 @@ pub async fn handle(broker: &Arc<Broker>, _version: i16, request: ProduceRequest
         let mut partitions = Vec::with_capacity(topic.partition_data.len());
         for data in topic.partition_data {
             let outcome = if request.transactional_id.is_some() {
-                (None, Appended::failed(ErrorCode::TransactionalIdAuthorizationFailed, "transactions are not supported"))
+                (
+                    None,
+                    Appended::failed(
+                        ErrorCode::TransactionalIdAuthorizationFailed,
+                        "transactions are not supported",
+                    ),
+                )
             } else if !matches!(acks, -1..=1) {
-                (None, Appended::failed(ErrorCode::InvalidRequiredAcks, format!("acks={acks}")))
+                (
+                    None,
+                    Appended::failed(ErrorCode::InvalidRequiredAcks, format!("acks={acks}")),
+                )
             } else {
                 match &found {
-                    Err(error) => (None, Appended::failed(topic_error_code(error), error.to_string())),
-                    Ok(topic) => match usize::try_from(data.index).ok().and_then(|i| topic.partitions.get(i)) {
-                        None => (None, Appended::failed(ErrorCode::UnknownTopicOrPartition, "no such partition")),
+                    Err(error) => (
+                        None,
+                        Appended::failed(topic_error_code(error), error.to_string()),
+                    ),
+                    Ok(topic) => match usize::try_from(data.index)
+                        .ok()
+                        .and_then(|i| topic.partitions.get(i))
+                    {
+                        None => (
+                            None,
+                            Appended::failed(
+                                ErrorCode::UnknownTopicOrPartition,
+                                "no such partition",
+                            ),
+                        ),
                         Some(partition) => {
                             let max = topic.settings.max_message_bytes;
-                            (Some(Arc::clone(partition)), append(partition, data.records.unwrap_or_default(), max))
+                            (
+                                Some(Arc::clone(partition)),
+                                append(partition, data.records.unwrap_or_default(), max),
+                            )
                         }
                     },
                 }
@@ -125,7 +155,10 @@ fn append(partition: &Partition, records: Bytes, max_message_bytes: u32) -> Appe
     };
     let header = *view.header();
     let log = &partition.log;
-    let mut producers = partition.producers.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut producers = partition
+        .producers
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
     match producers.check(&header) {
         Ok(SequenceCheck::Append) => {}
         Ok(SequenceCheck::Duplicate { base_offset }) => {
@@ -137,7 +170,9 @@ fn append(partition: &Partition, records: Bytes, max_message_bytes: u32) -> Appe
                 log_start_offset: log.log_start_offset(),
             }
         }
-        Err(error @ SequenceError::Fenced { .. }) => return Appended::failed(ErrorCode::InvalidProducerEpoch, error.to_string()),
+        Err(error @ SequenceError::Fenced { .. }) => {
+            return Appended::failed(ErrorCode::InvalidProducerEpoch, error.to_string())
+        }
         Err(error @ SequenceError::OutOfOrder { .. }) => {
             return Appended::failed(ErrorCode::OutOfOrderSequenceNumber, error.to_string())
         }
@@ -149,10 +184,14 @@ fn append(partition: &Partition, records: Bytes, max_message_bytes: u32) -> Appe
             producers.record(&appended_header);
             drop(producers);
             let metrics = &partition.metrics;
-            metrics.bytes_in.fetch_add(view.bytes().len() as u64, std::sync::atomic::Ordering::Relaxed);
-            metrics
-                .records_in
-                .fetch_add(u64::try_from(header.records_count).unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
+            metrics.bytes_in.fetch_add(
+                view.bytes().len() as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            metrics.records_in.fetch_add(
+                u64::try_from(header.records_count).unwrap_or(0),
+                std::sync::atomic::Ordering::Relaxed,
+            );
             Appended {
                 error: ErrorCode::None,
                 message: None,
@@ -169,30 +208,50 @@ fn append(partition: &Partition, records: Bytes, max_message_bytes: u32) -> Appe
 }
 
 /// Checks that `records` is exactly one well-formed batch of at most `max_message_bytes`.
-pub fn validate(records: Bytes, max_message_bytes: u32) -> Result<RecordBatchView, (ErrorCode, String)> {
+pub fn validate(
+    records: Bytes,
+    max_message_bytes: u32,
+) -> Result<RecordBatchView, (ErrorCode, String)> {
     if records.len() > max_message_bytes as usize {
         return Err((
             ErrorCode::MessageTooLarge,
-            format!("batch of {} bytes exceeds max.message.bytes {max_message_bytes}", records.len()),
+            format!(
+                "batch of {} bytes exceeds max.message.bytes {max_message_bytes}",
+                records.len()
+            ),
         ));
     }
     let corrupt = |e: skiff_protocol::DecodeError| (ErrorCode::CorruptMessage, e.to_string());
     let mut reader = BatchReader::new(records);
     let view = match reader.next() {
         Some(view) => view.map_err(corrupt)?,
-        None => return Err((ErrorCode::CorruptMessage, "no whole record batch".to_string())),
+        None => {
+            return Err((
+                ErrorCode::CorruptMessage,
+                "no whole record batch".to_string(),
+            ))
+        }
     };
     if reader.next().is_some() || reader.partial_tail_bytes() != 0 {
-        return Err((ErrorCode::InvalidRecord, "a partition must carry exactly one record batch".to_string()));
+        return Err((
+            ErrorCode::InvalidRecord,
+            "a partition must carry exactly one record batch".to_string(),
+        ));
     }
     view.validate().map_err(corrupt)?;
     view.validate_records().map_err(corrupt)?;
     let header = view.header();
     if header.attributes.is_transactional() || header.attributes.is_control() {
-        return Err((ErrorCode::InvalidRecord, "transactional and control batches are not accepted".to_string()));
+        return Err((
+            ErrorCode::InvalidRecord,
+            "transactional and control batches are not accepted".to_string(),
+        ));
     }
     if header.producer_id >= 0 && header.base_sequence < 0 {
-        return Err((ErrorCode::InvalidRecord, "idempotent batch without a sequence".to_string()));
+        return Err((
+            ErrorCode::InvalidRecord,
+            "idempotent batch without a sequence".to_string(),
+        ));
     }
     Ok(view)
 }

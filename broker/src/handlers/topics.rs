@@ -3,7 +3,9 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use skiff_protocol::api::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use skiff_protocol::api::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
 use skiff_protocol::api::messages::delete_topics_response::DeletableTopicResult;
 use skiff_protocol::api::messages::{
     CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
@@ -20,7 +22,11 @@ pub const SOURCE_TOPIC: i8 = 1;
 /// `config_source`: the broker's default.
 pub const SOURCE_DEFAULT: i8 = 5;
 
-pub fn create(broker: &Arc<Broker>, version: i16, request: CreateTopicsRequest) -> CreateTopicsResponse {
+pub fn create(
+    broker: &Arc<Broker>,
+    version: i16,
+    request: CreateTopicsRequest,
+) -> CreateTopicsResponse {
     let node = broker.config.node_id;
     let mut response = CreateTopicsResponse::default();
     let mut seen = HashSet::new();
@@ -39,13 +45,23 @@ pub fn create(broker: &Arc<Broker>, version: i16, request: CreateTopicsRequest) 
             result.error_message = Some(str_bytes(message));
         };
         if duplicates.contains(&name) {
-            fail(&mut result, ErrorCode::InvalidRequest, format!("topic {name} appears twice in the request"));
+            fail(
+                &mut result,
+                ErrorCode::InvalidRequest,
+                format!("topic {name} appears twice in the request"),
+            );
             response.topics.push(result);
             continue;
         }
         if topic.replication_factor != -1 && topic.replication_factor != 1 {
-            fail(&mut result, ErrorCode::InvalidReplicationFactor,
-                format!("replication factor {} but this cluster has one broker", topic.replication_factor));
+            fail(
+                &mut result,
+                ErrorCode::InvalidReplicationFactor,
+                format!(
+                    "replication factor {} but this cluster has one broker",
+                    topic.replication_factor
+                ),
+            );
             response.topics.push(result);
             continue;
         }
@@ -56,8 +72,13 @@ pub fn create(broker: &Arc<Broker>, version: i16, request: CreateTopicsRequest) 
                 .iter()
                 .all(|a| a.broker_ids.len() == 1 && a.broker_ids[0].0 == node);
             if partitions != -1 || !only_this_node {
-                fail(&mut result, ErrorCode::InvalidReplicaAssignment,
-                    format!("replicas may only be assigned to broker {node}, with num_partitions -1"));
+                fail(
+                    &mut result,
+                    ErrorCode::InvalidReplicaAssignment,
+                    format!(
+                        "replicas may only be assigned to broker {node}, with num_partitions -1"
+                    ),
+                );
                 response.topics.push(result);
                 continue;
             }
@@ -74,15 +95,28 @@ pub fn create(broker: &Arc<Broker>, version: i16, request: CreateTopicsRequest) 
             }
         }
         if let Some(config) = null_config {
-            fail(&mut result, ErrorCode::InvalidConfig, format!("config {config} has a null value"));
+            fail(
+                &mut result,
+                ErrorCode::InvalidConfig,
+                format!("config {config} has a null value"),
+            );
             response.topics.push(result);
             continue;
         }
-        let partitions = if partitions == -1 { broker.config.topic.partitions } else { partitions };
-        let outcome = if request.validate_only {
-            broker.topics.validate_creation(&name, partitions, &overrides)
+        let partitions = if partitions == -1 {
+            broker.config.topic.partitions
         } else {
-            broker.topics.create(&name, partitions, overrides.clone()).map(|t| t.settings.clone())
+            partitions
+        };
+        let outcome = if request.validate_only {
+            broker
+                .topics
+                .validate_creation(&name, partitions, &overrides)
+        } else {
+            broker
+                .topics
+                .create(&name, partitions, overrides.clone())
+                .map(|t| t.settings.clone())
         };
         match outcome {
             Ok(settings) => {
@@ -99,20 +133,31 @@ pub fn create(broker: &Arc<Broker>, version: i16, request: CreateTopicsRequest) 
     response
 }
 
-fn describe_created(settings: &TopicDefaults, overrides: &BTreeMap<String, String>) -> Vec<CreatableTopicConfigs> {
+fn describe_created(
+    settings: &TopicDefaults,
+    overrides: &BTreeMap<String, String>,
+) -> Vec<CreatableTopicConfigs> {
     CONFIG_NAMES
         .iter()
         .map(|name| {
             let mut config = CreatableTopicConfigs::default();
             config.name = str_bytes(*name);
             config.value = value_of(settings, name).map(str_bytes);
-            config.config_source = if overrides.contains_key(*name) { SOURCE_TOPIC } else { SOURCE_DEFAULT };
+            config.config_source = if overrides.contains_key(*name) {
+                SOURCE_TOPIC
+            } else {
+                SOURCE_DEFAULT
+            };
             config
         })
         .collect()
 }
 
-pub fn delete(broker: &Arc<Broker>, _version: i16, request: DeleteTopicsRequest) -> DeleteTopicsResponse {
+pub fn delete(
+    broker: &Arc<Broker>,
+    _version: i16,
+    request: DeleteTopicsRequest,
+) -> DeleteTopicsResponse {
     let mut response = DeleteTopicsResponse::default();
     for name in request.topic_names {
         let mut result = DeletableTopicResult::default();

@@ -67,7 +67,11 @@ pub async fn dispatch(broker: Arc<Broker>, request: Bytes) -> Outcome {
     };
     let name = api_name(key);
     if !handlers::is_served(key, version) {
-        tracing::debug!(api_key = key, api_version = version, "unsupported API or version");
+        tracing::debug!(
+            api_key = key,
+            api_version = version,
+            "unsupported API or version"
+        );
         broker.metrics.request(name, key, started.elapsed(), true);
         return Outcome::Respond(api::encode_api_versions_fallback(
             correlation_id,
@@ -100,8 +104,11 @@ pub async fn dispatch(broker: Arc<Broker>, request: Bytes) -> Outcome {
         Ok(None) => Outcome::Silent,
         Err(error) => Outcome::Close(error.to_string()),
     };
-    broker
-        .metrics
-        .request(name, key, started.elapsed(), matches!(outcome, Outcome::Close(_)));
+    broker.metrics.request(
+        name,
+        key,
+        started.elapsed(),
+        matches!(outcome, Outcome::Close(_)),
+    );
     outcome
 }

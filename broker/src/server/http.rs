@@ -14,7 +14,11 @@ use crate::broker::Broker;
 const REQUEST_HEAD_BYTES_MAX: usize = 8 * 1024;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub async fn accept_loop(listener: TcpListener, broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
+pub async fn accept_loop(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -43,13 +47,21 @@ async fn serve(mut stream: TcpStream, broker: Arc<Broker>) -> std::io::Result<()
     }
     let request_line = head.split(|&b| b == b'\r').next().unwrap_or_default();
     let mut parts = request_line.split(|&b| b == b' ');
-    let (method, path) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
-    let (status, content_type, body) = if method == b"GET" && (path == b"/metrics" || path.starts_with(b"/metrics?")) {
-        let body = broker.metrics.render(&broker.offsets_snapshot());
-        ("200 OK", "text/plain; version=0.0.4; charset=utf-8", body)
-    } else {
-        ("404 Not Found", "text/plain; charset=utf-8", "not found; try /metrics\n".to_string())
-    };
+    let (method, path) = (
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+    );
+    let (status, content_type, body) =
+        if method == b"GET" && (path == b"/metrics" || path.starts_with(b"/metrics?")) {
+            let body = broker.metrics.render(&broker.offsets_snapshot());
+            ("200 OK", "text/plain; version=0.0.4; charset=utf-8", body)
+        } else {
+            (
+                "404 Not Found",
+                "text/plain; charset=utf-8",
+                "not found; try /metrics\n".to_string(),
+            )
+        };
     let response = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()

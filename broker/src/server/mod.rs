@@ -61,25 +61,44 @@ pub struct RunningServer {
 }
 
 async fn bind_tcp(addr: SocketAddr) -> Result<TcpListener, ServerError> {
-    TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { addr, source })
 }
 
 /// Binds all listeners, opens the data directory and starts serving.
 pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
     let listener = bind_tcp(config.listen).await?;
-    let tcp_addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: config.listen, source })?;
+    let tcp_addr = listener.local_addr().map_err(|source| ServerError::Bind {
+        addr: config.listen,
+        source,
+    })?;
     let (shutdown, shutdown_rx) = watch::channel(false);
     let metrics = Arc::new(Metrics::default());
-    let broker = Arc::new(Broker::open(config.clone(), tcp_addr.port(), metrics, shutdown_rx.clone())?);
+    let broker = Arc::new(Broker::open(
+        config.clone(),
+        tcp_addr.port(),
+        metrics,
+        shutdown_rx.clone(),
+    )?);
     broker.logs.start_background();
     let (alive, drained) = mpsc::channel(1);
     let mut accept_loops = Vec::new();
-    accept_loops.push(tokio::spawn(tcp::accept_loop(listener, Arc::clone(&broker), shutdown_rx.clone(), alive.clone())));
+    accept_loops.push(tokio::spawn(tcp::accept_loop(
+        listener,
+        Arc::clone(&broker),
+        shutdown_rx.clone(),
+        alive.clone(),
+    )));
 
     let mut endpoint = None;
     let mut quic_addr = None;
     if let Some(addr) = config.quic_listen {
-        let identity = tls::load_or_generate(&config.data_dir, config.quic_cert.as_deref(), config.quic_key.as_deref())?;
+        let identity = tls::load_or_generate(
+            &config.data_dir,
+            config.quic_cert.as_deref(),
+            config.quic_key.as_deref(),
+        )?;
         tracing::info!(
             cert = %identity.cert_path.display(),
             sha256 = %identity.fingerprint,
@@ -87,16 +106,33 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
             "QUIC certificate"
         );
         let bound = quic::bind(addr, identity, &config)?;
-        quic_addr = Some(bound.local_addr().map_err(|source| ServerError::Bind { addr, source })?);
-        accept_loops.push(tokio::spawn(quic::accept_loop(bound.clone(), Arc::clone(&broker), shutdown_rx.clone(), alive.clone())));
+        quic_addr = Some(
+            bound
+                .local_addr()
+                .map_err(|source| ServerError::Bind { addr, source })?,
+        );
+        accept_loops.push(tokio::spawn(quic::accept_loop(
+            bound.clone(),
+            Arc::clone(&broker),
+            shutdown_rx.clone(),
+            alive.clone(),
+        )));
         endpoint = Some(bound);
     }
 
     let mut metrics_addr = None;
     if let Some(addr) = config.metrics_listen {
         let listener = bind_tcp(addr).await?;
-        metrics_addr = Some(listener.local_addr().map_err(|source| ServerError::Bind { addr, source })?);
-        accept_loops.push(tokio::spawn(http::accept_loop(listener, Arc::clone(&broker), shutdown_rx.clone())));
+        metrics_addr = Some(
+            listener
+                .local_addr()
+                .map_err(|source| ServerError::Bind { addr, source })?,
+        );
+        accept_loops.push(tokio::spawn(http::accept_loop(
+            listener,
+            Arc::clone(&broker),
+            shutdown_rx.clone(),
+        )));
     }
     Ok(RunningServer {
         tcp_addr,
@@ -115,7 +151,8 @@ impl RunningServer {
     /// The start line scripts and tests parse:
     /// `skiffd listening tcp=HOST:PORT quic=HOST:PORT|off metrics=HOST:PORT|off`.
     pub fn listening_line(&self) -> String {
-        let or_off = |addr: Option<SocketAddr>| addr.map_or_else(|| "off".to_string(), |a| a.to_string());
+        let or_off =
+            |addr: Option<SocketAddr>| addr.map_or_else(|| "off".to_string(), |a| a.to_string());
         format!(
             "skiffd listening tcp={} quic={} metrics={}",
             self.tcp_addr,
@@ -126,15 +163,28 @@ impl RunningServer {
 
     /// Graceful stop: stop accepting, finish in-flight requests, flush, mark clean.
     pub async fn shutdown(self) -> Result<(), ServerError> {
-        let RunningServer { broker, shutdown, alive, mut drained, endpoint, accept_loops, .. } = self;
+        let RunningServer {
+            broker,
+            shutdown,
+            alive,
+            mut drained,
+            endpoint,
+            accept_loops,
+            ..
+        } = self;
         let _ = shutdown.send(true);
         for task in accept_loops {
             let _ = task.await;
         }
         drop(alive);
         // `recv` returns None once every connection task dropped its sender.
-        if tokio::time::timeout(DRAIN_TIMEOUT, drained.recv()).await.is_err() {
-            tracing::warn!("in-flight requests did not finish within {DRAIN_TIMEOUT:?}; flushing anyway");
+        if tokio::time::timeout(DRAIN_TIMEOUT, drained.recv())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "in-flight requests did not finish within {DRAIN_TIMEOUT:?}; flushing anyway"
+            );
         }
         if let Some(endpoint) = endpoint {
             endpoint.close(quinn::VarInt::from_u32(0), b"shutdown");

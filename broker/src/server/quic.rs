@@ -30,7 +30,11 @@ pub const ALPN: &[u8] = b"kafka";
 const CLOSE_PROTOCOL_ERROR: u32 = 1;
 
 /// Binds the QUIC endpoint.
-pub fn bind(addr: SocketAddr, identity: ServerIdentity, config: &Config) -> Result<Endpoint, ServerError> {
+pub fn bind(
+    addr: SocketAddr,
+    identity: ServerIdentity,
+    config: &Config,
+) -> Result<Endpoint, ServerError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -39,7 +43,8 @@ pub fn bind(addr: SocketAddr, identity: ServerIdentity, config: &Config) -> Resu
         .with_single_cert(identity.chain, identity.key)
         .map_err(|e| ServerError::Tls(e.to_string()))?;
     tls.alpn_protocols = vec![ALPN.to_vec()];
-    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(|e| ServerError::Tls(e.to_string()))?;
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+        .map_err(|e| ServerError::Tls(e.to_string()))?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     let mut transport = quinn::TransportConfig::default();
     let streams = u32::try_from(config.connection_inflight_requests_max).unwrap_or(u32::MAX);
@@ -47,13 +52,20 @@ pub fn bind(addr: SocketAddr, identity: ServerIdentity, config: &Config) -> Resu
     transport.max_concurrent_uni_streams(VarInt::from_u32(0));
     let window = u32::try_from(config.connection_inflight_bytes_max).unwrap_or(u32::MAX);
     transport.receive_window(VarInt::from_u32(window));
-    transport.max_idle_timeout(IdleTimeout::try_from(Duration::from_millis(config.idle_timeout_ms)).ok());
+    transport.max_idle_timeout(
+        IdleTimeout::try_from(Duration::from_millis(config.idle_timeout_ms)).ok(),
+    );
     server.transport_config(Arc::new(transport));
     Endpoint::server(server, addr).map_err(|source| ServerError::Bind { addr, source })
 }
 
 /// Accepts connections until shutdown.
-pub async fn accept_loop(endpoint: Endpoint, broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>, alive: mpsc::Sender<()>) {
+pub async fn accept_loop(
+    endpoint: Endpoint,
+    broker: Arc<Broker>,
+    mut shutdown: watch::Receiver<bool>,
+    alive: mpsc::Sender<()>,
+) {
     loop {
         let incoming = tokio::select! {
             incoming = endpoint.accept() => incoming,
@@ -80,7 +92,12 @@ pub async fn accept_loop(endpoint: Endpoint, broker: Arc<Broker>, mut shutdown: 
     drop(alive);
 }
 
-async fn serve_connection(connection: quinn::Connection, broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>, alive: mpsc::Sender<()>) {
+async fn serve_connection(
+    connection: quinn::Connection,
+    broker: Arc<Broker>,
+    mut shutdown: watch::Receiver<bool>,
+    alive: mpsc::Sender<()>,
+) {
     let _connection_metric = broker.metrics.connection_opened();
     loop {
         let stream = tokio::select! {
@@ -98,7 +115,12 @@ async fn serve_connection(connection: quinn::Connection, broker: Arc<Broker>, mu
     }
 }
 
-async fn serve_stream(broker: Arc<Broker>, connection: quinn::Connection, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
+async fn serve_stream(
+    broker: Arc<Broker>,
+    connection: quinn::Connection,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
     let peer = connection.remote_address();
     let mut prefix = [0u8; frame::FRAME_SIZE_PREFIX_BYTES];
     if recv.read_exact(&mut prefix).await.is_err() {

@@ -76,7 +76,12 @@ pub async fn accept_loop(
     }
 }
 
-async fn serve_connection(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr, mut shutdown: watch::Receiver<bool>) {
+async fn serve_connection(
+    broker: Arc<Broker>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let _connection = broker.metrics.connection_opened();
     let _ = stream.set_nodelay(true);
     let (mut reader, writer) = stream.into_split();
@@ -98,7 +103,14 @@ async fn serve_connection(broker: Arc<Broker>, stream: TcpStream, peer: SocketAd
                         break 'connection;
                     };
                     let response = tokio::spawn(dispatch(Arc::clone(&broker), request));
-                    if queue.send(Pending { response, _permit: permit }).await.is_err() {
+                    if queue
+                        .send(Pending {
+                            response,
+                            _permit: permit,
+                        })
+                        .await
+                        .is_err()
+                    {
                         break 'connection; // the writer stopped: the connection is closing
                     }
                 }
@@ -138,7 +150,11 @@ async fn serve_connection(broker: Arc<Broker>, stream: TcpStream, peer: SocketAd
     let _ = writer_task.await;
 }
 
-async fn write_responses(mut writer: OwnedWriteHalf, mut responses: mpsc::Receiver<Pending>, peer: SocketAddr) {
+async fn write_responses(
+    mut writer: OwnedWriteHalf,
+    mut responses: mpsc::Receiver<Pending>,
+    peer: SocketAddr,
+) {
     while let Some(pending) = responses.recv().await {
         let outcome = match pending.response.await {
             Ok(outcome) => outcome,
@@ -162,7 +178,10 @@ async fn write_responses(mut writer: OwnedWriteHalf, mut responses: mpsc::Receiv
 }
 
 /// Writes every chunk with as few `write_vectored` calls as the socket allows.
-pub async fn write_chunks<W: AsyncWriteExt + Unpin>(writer: &mut W, mut chunks: Vec<Bytes>) -> std::io::Result<()> {
+pub async fn write_chunks<W: AsyncWriteExt + Unpin>(
+    writer: &mut W,
+    mut chunks: Vec<Bytes>,
+) -> std::io::Result<()> {
     let mut first = 0;
     while first < chunks.len() {
         let slices: Vec<IoSlice<'_>> = chunks[first..]

@@ -51,12 +51,18 @@ pub fn load_or_generate(
     let key_path = key.map_or_else(|| data_dir.join(KEY_FILE), Path::to_path_buf);
     let mut generated = false;
     if cert.is_none() && !cert_path.exists() {
-        let names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+        let names = vec![
+            "localhost".to_string(),
+            "127.0.0.1".to_string(),
+            "::1".to_string(),
+        ];
         let certified = rcgen::generate_simple_self_signed(names)?;
         let write = |path: &Path, text: String| {
-            crate::topics::write_file_atomically(path, text.as_bytes()).map_err(|source| TlsError::Write {
-                path: path.to_path_buf(),
-                source,
+            crate::topics::write_file_atomically(path, text.as_bytes()).map_err(|source| {
+                TlsError::Write {
+                    path: path.to_path_buf(),
+                    source,
+                }
             })
         };
         write(&key_path, certified.signing_key.serialize_pem())?;
@@ -71,7 +77,9 @@ pub fn load_or_generate(
         .map_err(|e| read_error(&cert_path, e))?
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| read_error(&cert_path, e))?;
-    let leaf = chain.first().ok_or_else(|| TlsError::Empty { path: cert_path.clone() })?;
+    let leaf = chain.first().ok_or_else(|| TlsError::Empty {
+        path: cert_path.clone(),
+    })?;
     let fingerprint = sha256_hex(leaf);
     let key = PrivateKeyDer::from_pem_file(&key_path).map_err(|e| read_error(&key_path, e))?;
     Ok(ServerIdentity {
@@ -91,7 +99,12 @@ fn sha256_hex(data: &[u8]) -> String {
             let hash = suite.common.hash_provider;
             if hash.algorithm() == rustls::crypto::hash::HashAlgorithm::SHA256 {
                 let digest = hash.hash(data);
-                return digest.as_ref().iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":");
+                return digest
+                    .as_ref()
+                    .iter()
+                    .map(|b| format!("{b:02X}"))
+                    .collect::<Vec<_>>()
+                    .join(":");
             }
         }
     }

@@ -448,14 +448,24 @@ fn every_served_version_answers() -> Result<()> {
     for version in 0..=12 {
         let response = metadata(&mut client, version, Some(&["versions", "bad name"]), true)?;
         assert_eq!(response.topics[0].error_code, 0, "metadata v{version}");
-        assert_eq!(response.topics[1].error_code, ErrorCode::InvalidTopicException.code());
+        assert_eq!(
+            response.topics[1].error_code,
+            ErrorCode::InvalidTopicException.code()
+        );
     }
     let mut request = messages::MetadataRequest::default();
     request.topics = None;
     request.include_topic_authorized_operations = true;
-    let ResponseKind::Metadata(r) = client.call(ApiKey::Metadata, 9, RequestKind::Metadata(request))? else { bail!("metadata") };
+    let ResponseKind::Metadata(r) =
+        client.call(ApiKey::Metadata, 9, RequestKind::Metadata(request))?
+    else {
+        bail!("metadata")
+    };
     let operations = r.topics[0].topic_authorized_operations;
-    assert!(operations & (1 << 3) != 0 && operations & (1 << 4) != 0, "READ and WRITE allowed: {operations:#x}");
+    assert!(
+        operations & (1 << 3) != 0 && operations & (1 << 4) != 0,
+        "READ and WRITE allowed: {operations:#x}"
+    );
     for version in 2..=6 {
         let mut topic = messages::create_topics_request::CreatableTopic::default();
         topic.name = name(&format!("created-v{version}"));

@@ -131,9 +131,14 @@ pub async fn respond(pending: PendingProduce) -> Option<ProduceResponse> {
         return None;
     }
     // Durability waits run concurrently, so one fsync can cover many partitions' appends.
-    let timeout = Duration::from_millis(u64::try_from(timeout_ms).unwrap_or(0).max(1));
-    let mut response = ProduceResponse::default();
-    for (name, partitions) in results {
+    // `timeout_ms` bounds them for acks=-1, as it bounds replication in Kafka;
+    // acks=1 answers when the flush policy is met, however long that takes.
+    let timeout = if acks == -1 {
+        Duration::from_millis(u64::try_from(timeout_ms).unwrap_or(0).max(1))
+    } else {
+        Duration::MAX
+    };
+    let topics = results.into_iter().map(|(name, partitions)| async move {
         let mut topic_response = TopicProduceResponse::default();
         topic_response.name = skiff_protocol::api::messages::TopicName(str_bytes(name));
         let waits = partitions.into_iter().map(|(index, partition, mut appended)| async move {
@@ -161,8 +166,10 @@ pub async fn respond(pending: PendingProduce) -> Option<ProduceResponse> {
             out
         });
         topic_response.partition_responses = futures::future::join_all(waits).await;
-        response.responses.push(topic_response);
-    }
+        topic_response
+    });
+    let mut response = ProduceResponse::default();
+    response.responses = futures::future::join_all(topics).await;
     Some(response)
 }
 

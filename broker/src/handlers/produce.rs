@@ -119,6 +119,26 @@ pub fn append_all(broker: &Arc<Broker>, _version: i16, request: ProduceRequest) 
     }
 }
 
+impl PendingProduce {
+    /// For acks=0, the first partition error, if any.
+    pub fn unacknowledged_failure(&self) -> Option<String> {
+        if self.acks != 0 {
+            return None;
+        }
+        self.results.iter().find_map(|(topic, partitions)| {
+            partitions
+                .iter()
+                .find(|(_, _, appended)| !appended.error.is_ok())
+                .map(|(index, _, appended)| {
+                    format!(
+                        "{topic}-{index}: {}",
+                        appended.message.as_deref().unwrap_or(appended.error.name())
+                    )
+                })
+        })
+    }
+}
+
 /// Waits until the appended batches are durable per the flush policy and
 /// builds the response (none for acks=0).
 pub async fn respond(pending: PendingProduce) -> Option<ProduceResponse> {

@@ -377,3 +377,27 @@ fn decompression_bomb_is_refused() -> Result<()> {
     assert_eq!(client.list_offset("bomb", 0, -1)?, (0, 0));
     Ok(())
 }
+
+/// A compacted topic refuses records without a key (INVALID_RECORD), as Kafka does.
+#[test]
+fn compacted_topic_requires_keys() -> Result<()> {
+    use skiff_protocol::batch::{RecordBatchBuilder, RecordBatchBuilderConfig};
+    let dir = tempfile::tempdir()?;
+    let broker = Skiffd::start(dir.path(), &[])?;
+    let mut client = broker.connect()?;
+    assert_eq!(
+        client.create_topic("table", 1, &[("cleanup.policy", "compact")])?,
+        0
+    );
+    let mut builder = RecordBatchBuilder::new(RecordBatchBuilderConfig::default());
+    builder.append(0, Some(b"key"), Some(b"keyed"), &[]);
+    builder.append(0, None, Some(b"keyless"), &[]);
+    let (error, _) = client.produce("table", 0, builder.build()?, -1)?;
+    assert_eq!(error, ErrorCode::InvalidRecord.code());
+    assert_eq!(client.list_offset("table", 0, -1)?, (0, 0));
+    assert_eq!(
+        client.produce("table", 0, batch(&[b"v"], -1, -1, -1), -1)?,
+        (0, 0)
+    );
+    Ok(())
+}

@@ -297,7 +297,7 @@ impl Client {
 
     /// Refreshes metadata for all topics this client has asked about.
     pub async fn refresh_metadata(&self) -> Result<()> {
-        self.refresh_topics(&[], true).await
+        self.refresh_topics(&[], false).await
     }
 
     /// Fetches the metadata of every topic in the cluster, and caches it.
@@ -397,6 +397,11 @@ impl Client {
         cache.metadata.controller_id = response.controller_id;
         cache.metadata.cluster_id = response.cluster_id;
         for (name, topic) in response.topics {
+            // Stop asking about topics that do not exist, lest a later
+            // refresh create them.
+            if topic.error == Some(ErrorCode::UnknownTopicOrPartition) {
+                cache.wanted.remove(&name);
+            }
             cache.metadata.topics.insert(name, topic);
         }
         cache.fetched_at = Some(Instant::now());

@@ -16,11 +16,17 @@ pub mod error;
 pub mod net;
 
 pub use error::{Error, Result};
+pub mod admin;
 pub mod client;
+pub mod consumer;
 pub mod metadata;
 pub mod producer;
 
+pub use admin::{Admin, ConfigEntry, NewTopic, TopicDescription};
 pub use client::{Client, ClientConfig};
+pub use consumer::{
+    Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, OffsetSpec, SeekTo, TopicPartition,
+};
 pub use metadata::{ClusterMetadata, PartitionMetadata, TopicMetadata};
 pub use net::{BrokerAddress, QuicTrust, Transport};
 pub use producer::{

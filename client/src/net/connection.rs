@@ -71,7 +71,7 @@ fn client_max_version(key: ApiKey) -> i16 {
         ApiKey::ListGroups => 4,
         ApiKey::DescribeGroups => 5,
         ApiKey::DeleteGroups => 2,
-        _ => api::codec_versions(key).max,
+        _ => api::codec_versions(key).map_or(-1, |range| range.max),
     }
 }
 
@@ -173,7 +173,7 @@ impl BrokerConnection {
 
     /// The version of `key` to use: the newest both sides speak.
     pub fn version(&self, key: ApiKey) -> Result<i16> {
-        let codec = api::codec_versions(key);
+        let codec = api::codec_versions(key).ok_or_else(|| self.unsupported(key))?;
         let (broker_min, broker_max) = self
             .broker_versions
             .get(&(key as i16))

@@ -18,7 +18,9 @@ use skiff_protocol::ErrorCode;
 
 use crate::error::{Error, Result};
 use crate::metadata::{self, ClusterMetadata, TopicMetadata};
-use crate::net::{parse_bootstrap, BrokerAddress, BrokerConnection, ConnectionConfig, QuicTrust};
+use crate::net::{
+    parse_bootstrap, BrokerAddress, BrokerConnection, ConnectionConfig, QuicTrust, Transport,
+};
 
 /// Settings of a [`Client`].
 #[derive(Debug, Clone)]
@@ -211,19 +213,33 @@ impl Client {
     }
 
     /// The address of broker `node_id`, from the cache.
+    ///
+    /// A broker reached over QUIC may advertise its TCP port (Metadata has
+    /// one port per broker); with a single broker and a single QUIC
+    /// bootstrap address, that address is the broker, so it is used.
     pub fn broker_address(&self, node_id: i32) -> Option<BrokerAddress> {
         let cache = self.inner.cache.read().ok()?;
-        cache.metadata.brokers.get(&node_id).cloned()
+        let advertised = cache.metadata.brokers.get(&node_id)?;
+        if let [only] = self.inner.config.bootstrap.as_slice() {
+            if only.transport == Transport::Quic && cache.metadata.brokers.len() == 1 {
+                return Some(only.clone());
+            }
+        }
+        Some(advertised.clone())
     }
 
     /// A connection to any broker: known brokers first, then the bootstrap list.
     pub async fn any_connection(&self) -> Result<Arc<BrokerConnection>> {
-        let mut candidates: Vec<BrokerAddress> = self
+        let node_ids: Vec<i32> = self
             .inner
             .cache
             .read()
-            .map(|c| c.metadata.brokers.values().cloned().collect())
+            .map(|c| c.metadata.brokers.keys().copied().collect())
             .unwrap_or_default();
+        let mut candidates: Vec<BrokerAddress> = node_ids
+            .into_iter()
+            .filter_map(|id| self.broker_address(id))
+            .collect();
         for address in &self.inner.config.bootstrap {
             if !candidates.contains(address) {
                 candidates.push(address.clone());

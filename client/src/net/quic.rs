@@ -336,4 +336,108 @@ mod tests {
             .unwrap();
         assert!(matches!(error, Error::Certificate { .. }), "{error}");
     }
+
+    struct TestServer {
+        addr: SocketAddr,
+        cert_der: Vec<u8>,
+        cert_pem: String,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    /// A QUIC server (real quinn and TLS) that answers every request frame
+    /// on its stream with a frame holding the request's correlation id.
+    fn echo_server() -> TestServer {
+        let certified =
+            rcgen::generate_simple_self_signed(vec!["skiffd.test".to_string()]).unwrap();
+        let cert_der = certified.cert.der().to_vec();
+        let cert_pem = certified.cert.pem();
+        let key =
+            rustls::pki_types::PrivatePkcs8KeyDer::from(certified.signing_key.serialize_der());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![CertificateDer::from(cert_der.clone())], key.into())
+            .unwrap();
+        tls.alpn_protocols = vec![ALPN_KAFKA.to_vec()];
+        let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).unwrap();
+        let config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        let endpoint = quinn::Endpoint::server(config, "127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = endpoint.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            while let Some(incoming) = endpoint.accept().await {
+                let Ok(connection) = incoming.await else {
+                    continue;
+                };
+                tokio::spawn(async move {
+                    while let Ok((mut send, mut recv)) = connection.accept_bi().await {
+                        let request = recv.read_to_end(1 << 20).await.unwrap();
+                        let mut response = 4i32.to_be_bytes().to_vec();
+                        response.extend_from_slice(&request[8..12]);
+                        send.write_all(&response).await.unwrap();
+                        send.finish().unwrap();
+                    }
+                });
+            }
+        });
+        TestServer {
+            addr,
+            cert_der,
+            cert_pem,
+            task,
+        }
+    }
+
+    fn request(correlation_id: i32) -> Vec<Bytes> {
+        let mut frame = 8i32.to_be_bytes().to_vec();
+        frame.extend_from_slice(&[0, 18, 0, 3]);
+        frame.extend_from_slice(&correlation_id.to_be_bytes());
+        vec![Bytes::from(frame)]
+    }
+
+    /// With the pinned fingerprint or PEM file, requests round-trip over
+    /// QUIC, concurrently on separate streams.
+    #[tokio::test]
+    async fn pinned_certificate_connects_and_round_trips() {
+        let server = echo_server();
+        let dir = tempfile::tempdir().unwrap();
+        let pem = dir.path().join("cert.pem");
+        std::fs::write(&pem, &server.cert_pem).unwrap();
+        for trust in [
+            QuicTrust::Sha256Fingerprint(sha256(&server.cert_der)),
+            QuicTrust::CertificateFile(pem),
+        ] {
+            let config = client_config(&trust).unwrap();
+            let link = QuicLink::connect("test".into(), "127.0.0.1", &[server.addr], config, 1024)
+                .await
+                .unwrap();
+            let (first, second) = (request(1), request(2));
+            let (a, b) = tokio::join!(
+                link.round_trip(&first, true),
+                link.round_trip(&second, true)
+            );
+            assert_eq!(&a.unwrap().unwrap()[..], &1i32.to_be_bytes());
+            assert_eq!(&b.unwrap().unwrap()[..], &2i32.to_be_bytes());
+        }
+        server.task.abort();
+    }
+
+    /// A broker whose certificate is not the pinned one is refused.
+    #[tokio::test]
+    async fn other_certificate_is_refused() {
+        let server = echo_server();
+        let config = client_config(&QuicTrust::Sha256Fingerprint(sha256(
+            b"another certificate",
+        )))
+        .unwrap();
+        let outcome =
+            QuicLink::connect("test".into(), "127.0.0.1", &[server.addr], config, 1024).await;
+        match outcome {
+            Err(Error::Quic { reason, .. }) => assert!(!reason.is_empty()),
+            Err(other) => panic!("expected a QUIC error, got {other}"),
+            Ok(_) => panic!("connected to a broker with an unpinned certificate"),
+        }
+        server.task.abort();
+    }
 }

@@ -132,6 +132,21 @@ struct FetchDone {
 }
 
 /// Reads assigned partitions.
+///
+/// ```no_run
+/// # async fn demo(client: skiff_client::Client) -> skiff_client::Result<()> {
+/// use std::time::Duration;
+/// use skiff_client::{Consumer, ConsumerConfig, SeekTo, TopicPartition};
+///
+/// let mut consumer = Consumer::new(client, ConsumerConfig::default());
+/// let tp = TopicPartition::new("events", 0);
+/// consumer.assign([tp.clone()]);
+/// consumer.seek(&tp, SeekTo::Timestamp(1_700_000_000_000)).await?;
+/// for record in consumer.poll(Duration::from_secs(1)).await? {
+///     println!("{} {:?}", record.offset, record.value);
+/// }
+/// # Ok(()) }
+/// ```
 pub struct Consumer {
     client: Client,
     config: ConsumerConfig,

@@ -195,7 +195,12 @@ pub const TRANSPORTS: [Transport; 2] = [Transport::Tcp, Transport::Quic];
 
 /// Whether `kcat` is installed.
 pub fn kcat_available() -> bool {
-    Command::new("kcat").arg("-V").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+    Command::new("kcat")
+        .arg("-V")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// Creates a topic and waits until its partitions have leaders.
@@ -206,7 +211,11 @@ pub async fn create_topic(client: &Client, name: &str, partitions: i32) -> anyho
         .await
         .with_context(|| format!("create topic {name}"))?;
     let topic = client.topic(name).await?;
-    anyhow::ensure!(topic.partition_count() == partitions, "topic {name} has {} partitions", topic.partition_count());
+    anyhow::ensure!(
+        topic.partition_count() == partitions,
+        "topic {name} has {} partitions",
+        topic.partition_count()
+    );
     Ok(())
 }
 

@@ -283,6 +283,23 @@ impl Client {
         self.any_connection().await
     }
 
+    /// The cached metadata of `topic` if it has partitions, however old.
+    /// Hot paths use this and leave refreshing to the background.
+    pub fn cached_topic(&self, topic: &str) -> Option<Arc<TopicMetadata>> {
+        let cache = self.inner.cache.read().ok()?;
+        cache
+            .metadata
+            .topics
+            .get(topic)
+            .filter(|t| t.error.is_none() && !t.partitions.is_empty())
+            .cloned()
+    }
+
+    /// Whether someone reported the metadata stale since the last refresh.
+    pub fn is_metadata_stale(&self) -> bool {
+        self.inner.cache.read().map(|c| c.stale).unwrap_or(true)
+    }
+
     /// Marks the cached metadata stale: the next lookup refreshes it.
     pub fn invalidate_metadata(&self) {
         if let Ok(mut cache) = self.inner.cache.write() {

@@ -15,6 +15,7 @@ mod offsets;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -155,6 +156,7 @@ pub struct Consumer {
     done_rx: mpsc::UnboundedReceiver<FetchDone>,
     brokers_fetching: HashMap<i32, usize>,
     deferred_error: Option<Error>,
+    metadata_refreshing: Arc<AtomicBool>,
 }
 
 impl fmt::Debug for Consumer {
@@ -177,6 +179,7 @@ impl Consumer {
             done_rx,
             brokers_fetching: HashMap::new(),
             deferred_error: None,
+            metadata_refreshing: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -395,13 +398,18 @@ impl Consumer {
                 .or_default()
                 .push((tp.clone(), position, state.generation));
         }
-        if need_metadata {
+        let stale = need_metadata || self.client.is_metadata_stale();
+        if stale && !self.metadata_refreshing.swap(true, Ordering::AcqRel) {
             let client = self.client.clone();
+            let refreshing = Arc::clone(&self.metadata_refreshing);
+            let backoff = self.config.retry_backoff;
             tokio::spawn(async move {
                 client.invalidate_metadata();
                 if let Err(error) = client.refresh_metadata().await {
                     tracing::debug!(%error, "consumer metadata refresh failed");
+                    tokio::time::sleep(backoff).await;
                 }
+                refreshing.store(false, Ordering::Release);
             });
         }
         for (leader, requested) in by_leader {

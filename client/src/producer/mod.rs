@@ -342,7 +342,12 @@ impl Producer {
                 limit_bytes: shared.config.buffer_memory,
             });
         }
-        let topic = shared.client.topic(record.topic).await?;
+        // Stale metadata still tells the partition count; refreshing it is
+        // the sender's job, so a broker restart does not fail sends.
+        let topic = match shared.client.cached_topic(record.topic) {
+            Some(topic) => topic,
+            None => shared.client.topic(record.topic).await?,
+        };
         let partitions = topic.partition_count();
         let permit = shared
             .buffer

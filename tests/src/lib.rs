@@ -80,6 +80,10 @@ impl Broker {
             .arg("--data-dir")
             .arg(&self.data_dir)
             .args(&self.extra_args)
+            .env(
+                "SKIFF_LOG",
+                std::env::var("SKIFF_TEST_BROKER_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

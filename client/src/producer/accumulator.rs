@@ -50,6 +50,9 @@ pub(crate) struct PartitionQueue {
     pub next_sequence: i32,
     /// Sequence of the last record the broker acknowledged, -1 if none yet.
     pub last_acked_sequence: i32,
+    /// Set by a failed batch, cleared by the next success: while set, one
+    /// batch at a time is in flight (see [`PartitionQueue::may_pipeline`]).
+    pub recovering: bool,
 }
 
 impl PartitionQueue {
@@ -58,6 +61,25 @@ impl PartitionQueue {
             last_acked_sequence: -1,
             ..Default::default()
         }
+    }
+
+    /// Whether another batch may be sent while `in_flight` are out.
+    ///
+    /// Pipelining relies on the broker refusing a batch that skips a
+    /// sequence. A broker does not do that for a producer it does not know
+    /// yet (it accepts any first sequence, as Kafka does after retention
+    /// removed a producer's state), nor can we rely on it right after a
+    /// failure (the broker may have restarted). So until the broker has
+    /// acknowledged a batch of the current producer id, and after any
+    /// failure until the next success, a partition has one batch in flight.
+    pub fn may_pipeline(&self, idempotent: bool, max_in_flight: usize) -> bool {
+        if self.in_flight == 0 {
+            return true;
+        }
+        if idempotent && (self.last_acked_sequence < 0 || self.recovering) {
+            return false;
+        }
+        self.in_flight < max_in_flight
     }
 
     /// Puts a batch back for a retry, keeping creation order.
@@ -394,5 +416,26 @@ mod tests {
             assert_eq!(view.header().producer_epoch, 1);
         }
         assert_eq!(queue.next_sequence, 2);
+    }
+
+    /// Until the broker has acknowledged the producer on a partition, and
+    /// after a failure until the next success, a partition has one batch in flight.
+    #[test]
+    fn pipelining_waits_for_a_known_producer() {
+        let mut queue = PartitionQueue::new();
+        assert!(queue.may_pipeline(true, 5));
+        queue.in_flight = 1;
+        assert!(!queue.may_pipeline(true, 5), "no ack yet");
+        assert!(
+            queue.may_pipeline(false, 5),
+            "without idempotence only max_in_flight counts"
+        );
+        queue.last_acked_sequence = 9;
+        assert!(queue.may_pipeline(true, 5));
+        queue.recovering = true;
+        assert!(!queue.may_pipeline(true, 5), "recovering from a failure");
+        queue.recovering = false;
+        queue.in_flight = 5;
+        assert!(!queue.may_pipeline(true, 5));
     }
 }

@@ -253,6 +253,9 @@ pub(crate) struct Shared {
     pub closing: AtomicBool,
     pub flushing: AtomicUsize,
     pub failed_records: AtomicU64,
+    /// Batches put back for another attempt, and epoch bumps (for tests and monitoring).
+    pub retried_batches: AtomicU64,
+    pub epoch_bumps: AtomicU64,
     pub first_failure: Mutex<Option<Error>>,
 }
 
@@ -302,6 +305,8 @@ impl Producer {
             closing: AtomicBool::new(false),
             flushing: AtomicUsize::new(0),
             failed_records: AtomicU64::new(0),
+            retried_batches: AtomicU64::new(0),
+            epoch_bumps: AtomicU64::new(0),
             first_failure: Mutex::new(None),
         });
         let sender = tokio::spawn(sender::run(Arc::clone(&shared)));
@@ -318,6 +323,17 @@ impl Producer {
             .lock()
             .map(|a| (a.identity.id, a.identity.epoch))
             .unwrap_or((-1, -1))
+    }
+
+    /// How many times a batch was put back to be sent again, since the start.
+    pub fn retried_batches(&self) -> u64 {
+        self.shared.retried_batches.load(Ordering::Relaxed)
+    }
+
+    /// How many times the producer renumbered its batches under a new
+    /// epoch or producer id, since the start.
+    pub fn epoch_bumps(&self) -> u64 {
+        self.shared.epoch_bumps.load(Ordering::Relaxed)
     }
 
     /// Queues a record and returns the future of its delivery. Waits while

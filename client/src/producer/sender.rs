@@ -162,9 +162,7 @@ fn drain(shared: &Shared, state: &mut SenderState, now: Instant) -> Drained {
                 earliest(&mut drained.wake_at, at);
                 continue;
             }
-            // A retried batch goes alone: the batches after it wait for its
-            // answer so that the broker sees sequences in order again.
-            if idempotent && head.attempts > 0 && queue.in_flight > 0 {
+            if !queue.may_pipeline(idempotent, config.max_in_flight) {
                 continue;
             }
             let Some(leader) = client.cached_leader(&queues.name, partition) else {
@@ -405,21 +403,29 @@ fn settle_batch(
             {
                 queue.last_acked_sequence = batch.last_sequence();
             }
+            queue.recovering = false;
             finish(shared, acc, batch, Ok(ack));
             return;
         }
         Err(error) => error,
     };
+    queue.recovering = true;
     let mut retriable = error.is_retriable();
     if idempotent {
         if let Some(code @ (ErrorCode::OutOfOrderSequenceNumber | ErrorCode::UnknownProducerId)) =
             error.code()
         {
             let expected = add_sequence(queue.last_acked_sequence, 1);
-            // Not the next batch the broker expects: an earlier batch is
-            // being retried and will fill the gap. Otherwise the broker lost
-            // our state: renumber under a new epoch.
-            if batch.base_sequence == expected || code == ErrorCode::UnknownProducerId {
+            let earliest_outstanding =
+                queue.in_flight == 0 && queue.ready.front().is_none_or(|b| b.id > batch.id);
+            // Not the next batch the broker expects while an earlier one is
+            // still out: that one will fill the gap, so just retry. Otherwise
+            // the broker lost or never had our state: renumber under a new
+            // epoch (or id).
+            if batch.base_sequence == expected
+                || earliest_outstanding
+                || code == ErrorCode::UnknownProducerId
+            {
                 state.bump_pending = true;
             }
             retriable = true;
@@ -435,6 +441,7 @@ fn settle_batch(
         batch.retry_at = Some(Instant::now() + backoff);
         tracing::debug!(topic = %batch.topic, partition = batch.partition, attempt = batch.attempts, %error, "retrying batch");
         batch.last_error = Some(error);
+        shared.retried_batches.fetch_add(1, Ordering::Relaxed);
         queue.requeue(batch);
         return;
     }
@@ -464,6 +471,7 @@ async fn bump_epoch(shared: &Shared, state: &mut SenderState) {
             if let Ok(mut acc) = shared.accumulator.lock() {
                 acc.resequence(identity);
             }
+            shared.epoch_bumps.fetch_add(1, Ordering::Relaxed);
             state.bump_pending = false;
             state.bump_retry_at = None;
         }
@@ -476,6 +484,7 @@ async fn bump_epoch(shared: &Shared, state: &mut SenderState) {
                     if let Ok(mut acc) = shared.accumulator.lock() {
                         acc.resequence(identity);
                     }
+                    shared.epoch_bumps.fetch_add(1, Ordering::Relaxed);
                     state.bump_pending = false;
                     state.bump_retry_at = None;
                 }

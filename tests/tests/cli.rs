@@ -276,3 +276,49 @@ fn errors_have_exit_codes_and_hints() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// A large stdin is produced completely, and the tool reports records/s
+/// and MB/s when done (the progress bar itself only draws on a terminal).
+#[test]
+fn large_input_reports_throughput() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let broker = Broker::start(skiffd_bin!(), dir.path())?;
+    let line = format!("{}\n", "x".repeat(99));
+    let input = line.repeat(20_000);
+    let produced = skiff(
+        Some(&broker),
+        Transport::Tcp,
+        &["produce", "big", "--compression", "lz4"],
+        Some(input.as_bytes()),
+    )?;
+    ensure!(
+        produced.status.success(),
+        "produce failed: {}",
+        text(&produced.stderr)
+    );
+    let report = text(&produced.stderr);
+    ensure!(
+        report.contains("produced 20000 records")
+            && report.contains("records/s")
+            && report.contains("MB/s"),
+        "{report}"
+    );
+    let consumed = skiff(
+        Some(&broker),
+        Transport::Tcp,
+        &["consume", "big", "--from", "beginning", "--exit-at-end"],
+        None,
+    )?;
+    ensure!(
+        consumed.status.success(),
+        "consume failed: {}",
+        text(&consumed.stderr)
+    );
+    ensure!(
+        consumed.stdout == input.as_bytes(),
+        "consumed {} bytes of {}",
+        consumed.stdout.len(),
+        input.len()
+    );
+    Ok(())
+}

@@ -264,6 +264,12 @@ async fn seek_by_timestamp() -> anyhow::Result<()> {
         let records = consumer.poll(WAIT).await?;
         let first = records.first().context("no records after seek")?;
         ensure!(first.offset == 46 && first.timestamp == base + 460);
+        // Pipelining: the next fetch left before poll handed these records over.
+        ensure!(
+            consumer.fetches_in_flight() == 1,
+            "{} fetches in flight",
+            consumer.fetches_in_flight()
+        );
     }
     Ok(())
 }

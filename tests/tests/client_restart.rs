@@ -190,3 +190,75 @@ async fn records_time_out_when_the_broker_stays_away() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// With the broker down, `send` stops accepting records once
+/// `buffer_memory` is used up, and resumes when the broker returns and the
+/// buffered records are delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_waits_while_the_buffer_is_full() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut broker = Broker::start(skiffd_bin!(), dir.path())?;
+    let client = broker.client(Transport::Tcp).await?;
+    create_topic(&client, "backpressure", 1).await?;
+    let config = ProducerConfig {
+        buffer_memory: 16 * 1024,
+        batch_size: 4 * 1024,
+        linger: Duration::from_millis(1),
+        request_timeout: Duration::from_secs(2),
+        delivery_timeout: Duration::from_secs(60),
+        ..ProducerConfig::default()
+    };
+    let producer = std::sync::Arc::new(Producer::new(client.clone(), config).await?);
+    producer
+        .send(ProducerRecord::new("backpressure", b"warm-up"))
+        .await?
+        .await?;
+    broker.kill();
+    let value = [b'v'; 1000];
+    let mut accepted = 0usize;
+    let blocked = loop {
+        match tokio::time::timeout(
+            Duration::from_millis(500),
+            producer.send(ProducerRecord::new("backpressure", &value)),
+        )
+        .await
+        {
+            Ok(sent) => {
+                drop(sent?);
+                accepted += 1;
+                ensure!(
+                    accepted <= 16,
+                    "accepted {accepted} KB into a 16 KiB buffer"
+                );
+            }
+            Err(_) => break accepted,
+        }
+    };
+    ensure!(blocked >= 8, "send blocked after only {blocked} records");
+    broker.restart()?;
+    let waiting = {
+        let producer = std::sync::Arc::clone(&producer);
+        tokio::spawn(async move {
+            producer
+                .send(ProducerRecord::new("backpressure", b"after"))
+                .await
+                .map(drop)
+        })
+    };
+    tokio::time::timeout(Duration::from_secs(30), waiting).await???;
+    producer.flush().await?;
+    let records = consume_all(
+        &client,
+        "backpressure",
+        blocked + 2,
+        Duration::from_secs(20),
+    )
+    .await?;
+    ensure!(
+        records.len() == blocked + 2,
+        "read {} of {}",
+        records.len(),
+        blocked + 2
+    );
+    Ok(())
+}

@@ -20,6 +20,7 @@ use super::accumulator::{Accumulator, PartitionQueue};
 use super::batch::{add_sequence, BatchAck, ProducerBatch};
 use super::{init_producer_id, Acks, Shared};
 use crate::error::{Error, Result};
+use crate::net::{BrokerConnection, ResponseFuture};
 
 /// A finished Produce request: its batches back, and the outcome.
 struct Completion {
@@ -72,12 +73,24 @@ pub(super) async fn run(shared: Arc<Shared>) {
         for (broker, batches) in drained.requests {
             *state.in_flight_by_broker.entry(broker).or_default() += 1;
             state.in_flight_total += 1;
-            tokio::spawn(send_request(
-                Arc::clone(&shared),
-                broker,
-                batches,
-                done_tx.clone(),
-            ));
+            let request = produce_request(&shared.config, &batches);
+            // Written here, in drain order, so a partition's batches reach
+            // the connection in sequence order; only the wait is spawned.
+            match shared.client.connected(broker) {
+                Some(connection) => {
+                    let written = write_request(&shared, &connection, request).await;
+                    tokio::spawn(await_response(broker, batches, written, done_tx.clone()));
+                }
+                None => {
+                    tokio::spawn(connect_and_send(
+                        Arc::clone(&shared),
+                        broker,
+                        batches,
+                        request,
+                        done_tx.clone(),
+                    ));
+                }
+            }
         }
         let idle = shared
             .accumulator
@@ -251,15 +264,9 @@ fn finish(shared: &Shared, acc: &mut Accumulator, batch: ProducerBatch, result: 
     shared.done.notify_waiters();
 }
 
-async fn send_request(
-    shared: Arc<Shared>,
-    broker: i32,
-    batches: Vec<ProducerBatch>,
-    done: mpsc::UnboundedSender<Completion>,
-) {
-    let config = &shared.config;
+fn produce_request(config: &super::ProducerConfig, batches: &[ProducerBatch]) -> ProduceRequest {
     let mut topics: Vec<TopicProduceData> = Vec::new();
-    for batch in &batches {
+    for batch in batches {
         let data = PartitionProduceData::default()
             .with_index(batch.partition)
             .with_records(Some(batch.bytes.clone()));
@@ -275,32 +282,68 @@ async fn send_request(
             ),
         }
     }
-    let request = ProduceRequest::default()
+    ProduceRequest::default()
         .with_transactional_id(None)
         .with_acks(config.acks.wire_value())
         .with_timeout_ms(i32::try_from(config.request_timeout.as_millis()).unwrap_or(i32::MAX))
-        .with_topic_data(topics);
-    let result = async {
-        let connection = shared.client.broker_connection(broker).await?;
-        let outcome = if config.acks == Acks::None {
-            connection.send_only(request).await.map(|_| None)
-        } else {
-            connection.request(request).await.map(Some)
-        };
-        if let Err(error) = &outcome {
-            if matches!(error, Error::RequestTimeout { .. }) {
+        .with_topic_data(topics)
+}
+
+/// A written Produce request: its response to wait for, or none (acks=0).
+type Written = Result<Option<ResponseFuture<ProduceResponse>>>;
+
+async fn write_request(
+    shared: &Shared,
+    connection: &Arc<BrokerConnection>,
+    request: ProduceRequest,
+) -> Written {
+    if shared.config.acks == Acks::None {
+        connection.send_only(request).await.map(|_| None)
+    } else {
+        connection.send(request).await.map(Some)
+    }
+}
+
+async fn await_response(
+    broker: i32,
+    batches: Vec<ProducerBatch>,
+    written: Written,
+    done: mpsc::UnboundedSender<Completion>,
+) {
+    let result = match written {
+        Ok(Some(pending)) => {
+            let connection = Arc::clone(pending.connection());
+            let outcome = pending.response().await;
+            if let Err(Error::RequestTimeout { .. }) = &outcome {
                 // A late answer must not be mistaken for a newer request's.
                 connection.close("request timed out");
             }
+            outcome.map(Some)
         }
-        outcome
-    }
-    .await;
+        Ok(None) => Ok(None),
+        Err(error) => Err(error),
+    };
     let _ = done.send(Completion {
         broker,
         batches,
         result,
     });
+}
+
+/// Connects (waiting out the reconnect backoff) and sends; used when the
+/// broker has no open connection, so no earlier request can be overtaken.
+async fn connect_and_send(
+    shared: Arc<Shared>,
+    broker: i32,
+    batches: Vec<ProducerBatch>,
+    request: ProduceRequest,
+    done: mpsc::UnboundedSender<Completion>,
+) {
+    let written = match shared.client.broker_connection(broker).await {
+        Ok(connection) => write_request(&shared, &connection, request).await,
+        Err(error) => Err(error),
+    };
+    await_response(broker, batches, written, done).await;
 }
 
 /// A partition's answer: code, base offset, log append time, message.

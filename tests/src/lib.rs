@@ -257,3 +257,14 @@ pub fn topic_name(test: &str, transport: Transport) -> String {
     };
     format!("{test}-{transport}")
 }
+
+/// Sends the test process's own tracing (the client's) to stderr when
+/// `SKIFF_TEST_LOG` is set, e.g. `SKIFF_TEST_LOG=skiff_client=debug`.
+pub fn init_tracing() {
+    if let Ok(filter) = std::env::var("SKIFF_TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
+}

@@ -14,6 +14,7 @@ use skiff_tests::{consume_all, create_topic, skiffd_bin, topic_name, Broker, TRA
 /// once and in send order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ordering_and_no_duplicates_across_a_broker_restart() -> anyhow::Result<()> {
+    skiff_tests::init_tracing();
     let dir = tempfile::tempdir()?;
     let mut broker = Broker::start(skiffd_bin!(), dir.path())?;
     for transport in TRANSPORTS {

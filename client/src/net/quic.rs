@@ -185,8 +185,20 @@ pub(crate) fn client_config(trust: &QuicTrust) -> Result<quinn::ClientConfig> {
     let quic = QuicClientConfig::try_from(tls).map_err(|e| Error::Certificate {
         reason: format!("TLS setup for QUIC: {e}"),
     })?;
-    Ok(quinn::ClientConfig::new(Arc::new(quic)))
+    let mut config = quinn::ClientConfig::new(Arc::new(quic));
+    // A broker that dies sends no FIN over UDP: pings and a short idle
+    // timeout notice it within seconds instead of at the request timeout.
+    let mut transport = quinn::TransportConfig::default();
+    transport.keep_alive_interval(Some(QUIC_KEEP_ALIVE));
+    transport.max_idle_timeout(quinn::IdleTimeout::try_from(QUIC_IDLE_TIMEOUT).ok());
+    config.transport_config(Arc::new(transport));
+    Ok(config)
 }
+
+/// Ping interval on QUIC connections.
+const QUIC_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(1);
+/// A QUIC connection with no packet from the broker for this long is dead.
+const QUIC_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(4);
 
 /// A QUIC connection to one broker.
 pub(crate) struct QuicLink {

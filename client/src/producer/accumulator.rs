@@ -302,6 +302,7 @@ impl Accumulator {
             created: open.created,
             reserved_bytes: open.reserved_bytes,
             attempts: 0,
+            sent_behind_others: false,
             retry_at: None,
             last_error: None,
         };

@@ -17,7 +17,7 @@ use skiff_protocol::ErrorCode;
 use tokio::sync::mpsc;
 
 use super::accumulator::{Accumulator, PartitionQueue};
-use super::batch::{add_sequence, BatchAck, ProducerBatch};
+use super::batch::{BatchAck, ProducerBatch};
 use super::{init_producer_id, Acks, Shared};
 use crate::error::{Error, Result};
 use crate::net::{BrokerConnection, ResponseFuture};
@@ -191,7 +191,8 @@ fn drain(shared: &Shared, state: &mut SenderState, now: Instant) -> Drained {
                 refused += 1;
                 continue;
             }
-            if let Some(batch) = queue.ready.pop_front() {
+            if let Some(mut batch) = queue.ready.pop_front() {
+                batch.sent_behind_others = queue.in_flight > 0;
                 entry.1 += batch.bytes.len();
                 entry.0.push(batch);
                 queue.in_flight += 1;
@@ -458,17 +459,11 @@ fn settle_batch(
         if let Some(code @ (ErrorCode::OutOfOrderSequenceNumber | ErrorCode::UnknownProducerId)) =
             error.code()
         {
-            let expected = add_sequence(queue.last_acked_sequence, 1);
-            let earliest_outstanding =
-                queue.in_flight == 0 && queue.ready.front().is_none_or(|b| b.id > batch.id);
-            // Not the next batch the broker expects while an earlier one is
-            // still out: that one will fill the gap, so just retry. Otherwise
-            // the broker lost or never had our state: renumber under a new
-            // epoch (or id).
-            if batch.base_sequence == expected
-                || earliest_outstanding
-                || code == ErrorCode::UnknownProducerId
-            {
+            // Sent while an earlier batch was out: the broker handled this
+            // one first, and it will succeed once the earlier one has.
+            // Otherwise the broker lost or never had our state: renumber
+            // under a new epoch (or id).
+            if code == ErrorCode::UnknownProducerId || !batch.sent_behind_others {
                 state.bump_pending = true;
             }
             retriable = true;

@@ -370,3 +370,42 @@ async fn explicit_partitions() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// flush waits for the records accepted before it, not for records other
+/// tasks keep sending meanwhile (it would never return otherwise).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flush_is_not_starved_by_concurrent_sends() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let broker = Broker::start(skiffd_bin!(), dir.path())?;
+    let client = broker.client(skiff_client::Transport::Tcp).await?;
+    create_topic(&client, "flush", 2).await?;
+    let producer = std::sync::Arc::new(Producer::new(client, quick_producer(Acks::All)).await?);
+    let before = producer
+        .send(ProducerRecord::new("flush", b"before"))
+        .await?;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let background = {
+        let producer = std::sync::Arc::clone(&producer);
+        let stop = std::sync::Arc::clone(&stop);
+        tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                producer
+                    .send(ProducerRecord::new("flush", b"during"))
+                    .await?;
+                tokio::task::yield_now().await;
+            }
+            Ok::<_, Error>(())
+        })
+    };
+    tokio::time::timeout(Duration::from_secs(30), producer.flush())
+        .await
+        .context("flush never returned")??;
+    ensure!(
+        before.await?.offset >= 0,
+        "a record sent before flush was not acknowledged by it"
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    background.await??;
+    producer.flush().await?;
+    Ok(())
+}

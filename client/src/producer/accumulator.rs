@@ -9,7 +9,7 @@
 //! sequence when it is sealed; since a partition's batches are sealed in
 //! order and sent in order, the sequences the broker sees are contiguous.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -107,8 +107,8 @@ pub(crate) struct Accumulator {
     compression: Compression,
     batch_size: usize,
     next_batch_id: u64,
-    /// Batches not yet completed (open, queued, or in flight).
-    pub incomplete_batches: usize,
+    /// Ids of batches not yet completed (open, queued, or in flight).
+    outstanding: BTreeSet<u64>,
 }
 
 /// Where a record went.
@@ -136,7 +136,7 @@ impl Accumulator {
             compression,
             batch_size,
             next_batch_id: 0,
-            incomplete_batches: 0,
+            outstanding: BTreeSet::new(),
         }
     }
 
@@ -227,13 +227,17 @@ impl Accumulator {
                 },
                 ..Default::default()
             };
+            let id = self.next_batch_id;
+            self.next_batch_id += 1;
+            self.outstanding.insert(id);
+            let queue = &mut self.topic_mut(topic, partitions).partitions[partition as usize];
             queue.open = Some(OpenBatch {
+                id,
                 builder: RecordBatchBuilder::with_capacity(config, batch_size),
                 outcome: Arc::new(BatchOutcome::default()),
                 created: now,
                 reserved_bytes: 0,
             });
-            self.incomplete_batches += 1;
             wake_sender = true;
         }
         let queue = &mut self.topic_mut(topic, partitions).partitions[partition as usize];
@@ -265,7 +269,6 @@ impl Accumulator {
     /// its records had reserved in that case.
     pub fn seal(&mut self, topic: &str, partition: i32) -> Option<usize> {
         let identity = self.identity;
-        let id = self.next_batch_id;
         let queues = self.topics.get_mut(topic)?;
         let queue = queues.partitions.get_mut(partition as usize)?;
         let open = queue.open.take()?;
@@ -279,11 +282,11 @@ impl Accumulator {
             Ok(bytes) => bytes,
             Err(error) => {
                 open.outcome.complete(Err(Error::Encode(error)));
-                self.incomplete_batches -= 1;
+                self.outstanding.remove(&open.id);
                 return Some(open.reserved_bytes);
             }
         };
-        self.next_batch_id += 1;
+        let id = open.id;
         let base_sequence = if identity.is_idempotent() {
             queue.next_sequence
         } else {
@@ -315,6 +318,26 @@ impl Accumulator {
         }
         queue.ready.push_back(batch);
         None
+    }
+
+    /// Batches not yet completed (open, queued, or in flight).
+    pub fn incomplete_batches(&self) -> usize {
+        self.outstanding.len()
+    }
+
+    /// The id the next batch will get: batches created so far have smaller ids.
+    pub fn next_batch_id(&self) -> u64 {
+        self.next_batch_id
+    }
+
+    /// Whether every batch with an id below `id` has completed.
+    pub fn completed_before(&self, id: u64) -> bool {
+        self.outstanding.first().is_none_or(|first| *first >= id)
+    }
+
+    /// Marks a batch completed.
+    pub fn complete(&mut self, id: u64) {
+        self.outstanding.remove(&id);
     }
 
     /// After an epoch bump: every queued batch gets the new identity and
@@ -380,7 +403,7 @@ mod tests {
         );
         assert_eq!(total, 7);
         assert_eq!(queue.next_sequence, 7);
-        assert_eq!(acc.incomplete_batches, queue.ready.len());
+        assert_eq!(acc.incomplete_batches(), queue.ready.len());
     }
 
     /// Keyless records stick to one partition until its batch is sealed.

@@ -154,6 +154,7 @@ impl Future for DeliveryFuture {
 
 /// A batch still accepting records.
 pub(crate) struct OpenBatch {
+    pub id: u64,
     pub builder: RecordBatchBuilder,
     pub outcome: Arc<BatchOutcome>,
     pub created: Instant,

@@ -424,22 +424,28 @@ impl Producer {
     }
 
     /// Sends everything queued now, without waiting for linger, and waits
-    /// until every record accepted so far is acknowledged or has failed.
+    /// until every record accepted before the call is acknowledged or has
+    /// failed (records sent meanwhile by other tasks are not waited for).
     /// Reports the records that failed since the previous flush.
     pub async fn flush(&self) -> Result<()> {
         let shared = &self.shared;
+        let target = shared
+            .accumulator
+            .lock()
+            .map(|a| a.next_batch_id())
+            .unwrap_or(0);
         shared.flushing.fetch_add(1, Ordering::AcqRel);
         shared.wake.notify_one();
         loop {
             let notified = shared.done.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let incomplete = shared
+            let done = shared
                 .accumulator
                 .lock()
-                .map(|a| a.incomplete_batches)
-                .unwrap_or(0);
-            if incomplete == 0 {
+                .map(|a| a.completed_before(target))
+                .unwrap_or(true);
+            if done {
                 break;
             }
             notified.await;

@@ -95,7 +95,7 @@ pub(super) async fn run(shared: Arc<Shared>) {
         let idle = shared
             .accumulator
             .lock()
-            .map(|a| a.incomplete_batches == 0)
+            .map(|a| a.incomplete_batches() == 0)
             .unwrap_or(true);
         if shared.closing.load(Ordering::Acquire) && idle && state.in_flight_total == 0 {
             return;
@@ -260,7 +260,7 @@ fn finish(shared: &Shared, acc: &mut Accumulator, batch: ProducerBatch, result: 
         note_failure(shared, Some(error), batch.records);
     }
     batch.outcome.complete(result);
-    acc.incomplete_batches = acc.incomplete_batches.saturating_sub(1);
+    acc.complete(batch.id);
     shared.buffer.add_permits(batch.reserved_bytes);
     shared.done.notify_waiters();
 }

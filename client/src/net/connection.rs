@@ -256,7 +256,7 @@ impl BrokerConnection {
         expect_response: bool,
     ) -> Result<Option<Bytes>> {
         let sent = self.write(key, version, &request, expect_response).await?;
-        self.wait(sent).await
+        self.wait(sent, self.config.request_timeout).await
     }
 
     /// Writes a request (size prefix, header, body) and returns what to
@@ -302,9 +302,8 @@ impl BrokerConnection {
         })
     }
 
-    /// Waits for the response of a written request, up to the request timeout.
-    async fn wait(&self, sent: Sent) -> Result<Option<Bytes>> {
-        let timeout = self.config.request_timeout;
+    /// Waits for the response of a written request, up to `timeout`.
+    async fn wait(&self, sent: Sent, timeout: Duration) -> Result<Option<Bytes>> {
         match (sent.waiter, &self.link) {
             (Waiter::Nothing, _) => Ok(None),
             (Waiter::Tcp(receiver), Link::Tcp(link)) => {
@@ -316,14 +315,14 @@ impl BrokerConnection {
                     }),
                     Err(_) => {
                         link.forget(sent.correlation_id);
-                        Err(self.timed_out())
+                        Err(self.timed_out_after(timeout))
                     }
                 }
             }
             (Waiter::Quic(mut receive), Link::Quic(link)) => {
                 tokio::time::timeout(timeout, link.read_response(&mut receive))
                     .await
-                    .map_err(|_| self.timed_out())?
+                    .map_err(|_| self.timed_out_after(timeout))?
                     .map(Some)
             }
             _ => unreachable!("a waiter always matches the link that made it"),
@@ -331,9 +330,13 @@ impl BrokerConnection {
     }
 
     fn timed_out(&self) -> Error {
+        self.timed_out_after(self.config.request_timeout)
+    }
+
+    fn timed_out_after(&self, timeout: Duration) -> Error {
         Error::RequestTimeout {
             address: self.address_text.clone(),
-            timeout: self.config.request_timeout,
+            timeout,
         }
     }
 
@@ -437,9 +440,19 @@ impl<T> std::fmt::Debug for ResponseFuture<T> {
 }
 
 impl<T: kafka_protocol::protocol::Decodable> ResponseFuture<T> {
-    /// Waits for the response, up to the request timeout.
+    /// Waits for the response, up to the connection's request timeout.
     pub async fn response(self) -> Result<T> {
-        let mut frame = self.connection.wait(self.sent).await?.unwrap_or_default();
+        let timeout = self.connection.config.request_timeout;
+        self.response_within(timeout).await
+    }
+
+    /// Waits for the response, up to `timeout`.
+    pub async fn response_within(self, timeout: Duration) -> Result<T> {
+        let mut frame = self
+            .connection
+            .wait(self.sent, timeout)
+            .await?
+            .unwrap_or_default();
         self.connection
             .decode_response(self.key, self.version, &mut frame)
     }

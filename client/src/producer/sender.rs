@@ -79,7 +79,13 @@ pub(super) async fn run(shared: Arc<Shared>) {
             match shared.client.connected(broker) {
                 Some(connection) => {
                     let written = write_request(&shared, &connection, request).await;
-                    tokio::spawn(await_response(broker, batches, written, done_tx.clone()));
+                    tokio::spawn(await_response(
+                        shared.config.request_timeout,
+                        broker,
+                        batches,
+                        written,
+                        done_tx.clone(),
+                    ));
                 }
                 None => {
                     tokio::spawn(connect_and_send(
@@ -306,6 +312,7 @@ async fn write_request(
 }
 
 async fn await_response(
+    timeout: Duration,
     broker: i32,
     batches: Vec<ProducerBatch>,
     written: Written,
@@ -314,7 +321,7 @@ async fn await_response(
     let result = match written {
         Ok(Some(pending)) => {
             let connection = Arc::clone(pending.connection());
-            let outcome = pending.response().await;
+            let outcome = pending.response_within(timeout).await;
             if let Err(Error::RequestTimeout { .. }) = &outcome {
                 // A late answer must not be mistaken for a newer request's.
                 connection.close("request timed out");
@@ -344,7 +351,14 @@ async fn connect_and_send(
         Ok(connection) => write_request(&shared, &connection, request).await,
         Err(error) => Err(error),
     };
-    await_response(broker, batches, written, done).await;
+    await_response(
+        shared.config.request_timeout,
+        broker,
+        batches,
+        written,
+        done,
+    )
+    .await;
 }
 
 /// A partition's answer: code, base offset, log append time, message.

@@ -16,6 +16,15 @@
 //! (UNKNOWN_PRODUCER_ID), the producer waits for its in-flight requests,
 //! bumps its epoch with InitProducerId (KIP-360) and renumbers the queued
 //! batches from zero, as the Java client does.
+//!
+//! Pipelining (`max_in_flight` > 1) relies on the broker applying a
+//! connection's requests in order. Over TCP it does; over QUIC each request
+//! has its own stream and streams are served concurrently, so there a
+//! partition has one batch in flight at a time (other partitions share the
+//! connection). A partition also has one batch in flight until the broker
+//! has acknowledged the producer there, and after a failure until the next
+//! success, because a broker accepts any first sequence from a producer it
+//! does not know.
 
 mod accumulator;
 mod batch;

@@ -336,8 +336,24 @@ async fn offset_out_of_range_follows_the_reset_policy() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Explicit partitions are honoured, and one outside the topic is refused
-/// before anything is sent.
+/// Puts every record on the topic's last partition.
+#[derive(Debug)]
+struct LastPartition;
+
+impl skiff_client::Partitioner for LastPartition {
+    fn partition(
+        &self,
+        _topic: &str,
+        _key: Option<&[u8]>,
+        _value: Option<&[u8]>,
+        partitions: i32,
+    ) -> Option<i32> {
+        Some(partitions - 1)
+    }
+}
+
+/// Explicit partitions and a custom partitioner are honoured, and a
+/// partition outside the topic is refused before anything is sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explicit_partitions() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
@@ -355,6 +371,26 @@ async fn explicit_partitions() -> anyhow::Result<()> {
             *counts.entry(future.await?.partition).or_insert(0) += 1;
         }
         ensure!(counts == BTreeMap::from([(0, 10), (1, 10), (2, 10)]));
+        let custom = Producer::new(
+            client.clone(),
+            ProducerConfig {
+                partitioner: std::sync::Arc::new(LastPartition),
+                ..quick_producer(Acks::All)
+            },
+        )
+        .await?;
+        for key in ["a", "b", "c"] {
+            let written = custom
+                .send(ProducerRecord::new(&topic, b"v").key(key.as_bytes()))
+                .await?
+                .await?;
+            ensure!(
+                written.partition == 2,
+                "custom partitioner ignored: {key} went to {}",
+                written.partition
+            );
+        }
+        custom.close().await?;
         let refused = producer
             .send(ProducerRecord::new(&topic, b"v").partition(3))
             .await;
@@ -409,5 +445,33 @@ async fn flush_is_not_starved_by_concurrent_sends() -> anyhow::Result<()> {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     background.await??;
     producer.flush().await?;
+    Ok(())
+}
+
+/// Admin, producer and consumer built on one client share one connection
+/// to the broker (the broker counts the connections it accepted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_connection_per_broker_is_shared() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let broker = Broker::start(skiffd_bin!(), dir.path())?;
+    let client = broker.client(skiff_client::Transport::Tcp).await?;
+    create_topic(&client, "shared", 3).await?;
+    let producer = Producer::new(client.clone(), quick_producer(Acks::All)).await?;
+    for i in 0..100 {
+        drop(
+            producer
+                .send(ProducerRecord::new("shared", format!("{i}").as_bytes()))
+                .await?,
+        );
+    }
+    producer.flush().await?;
+    let records = consume_all(&client, "shared", 100, WAIT).await?;
+    ensure!(records.len() == 100);
+    producer.close().await?;
+    let accepted = skiff_tests::broker_metric(&broker, "skiff_connections_total")?;
+    ensure!(
+        accepted == 1.0,
+        "the broker accepted {accepted} connections from one client"
+    );
     Ok(())
 }

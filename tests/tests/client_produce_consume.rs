@@ -9,6 +9,7 @@ use skiff_client::{
     ProducerRecord, SeekTo, TopicPartition,
 };
 use skiff_protocol::partition::partition_for_key;
+use skiff_protocol::ErrorCode;
 use skiff_tests::{consume_all, create_topic, skiffd_bin, topic_name, Broker, TRANSPORTS};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -473,5 +474,130 @@ async fn one_connection_per_broker_is_shared() -> anyhow::Result<()> {
         accepted == 1.0,
         "the broker accepted {accepted} connections from one client"
     );
+    Ok(())
+}
+
+/// A record over max_request_size or buffer_memory is refused with a typed
+/// error before anything is queued, and the producer carries on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_records_are_refused() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let broker = Broker::start(skiffd_bin!(), dir.path())?;
+    let client = broker.client(skiff_client::Transport::Tcp).await?;
+    create_topic(&client, "sizes", 1).await?;
+    let config = ProducerConfig {
+        max_request_size: 10_000,
+        buffer_memory: 5_000,
+        ..quick_producer(Acks::All)
+    };
+    let producer = Producer::new(client.clone(), config).await?;
+    let huge = vec![0u8; 20_000];
+    let refused = producer.send(ProducerRecord::new("sizes", &huge)).await;
+    ensure!(
+        matches!(
+            refused,
+            Err(Error::RecordTooLarge {
+                limit: "max_request_size",
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    let big = vec![0u8; 8_000];
+    let refused = producer.send(ProducerRecord::new("sizes", &big)).await;
+    ensure!(
+        matches!(
+            refused,
+            Err(Error::RecordTooLarge {
+                limit: "buffer_memory",
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    let written = producer
+        .send(ProducerRecord::new("sizes", b"small"))
+        .await?
+        .await?;
+    ensure!(
+        written.offset == 0,
+        "the refused records left traces: {written:?}"
+    );
+    producer.close().await?;
+    Ok(())
+}
+
+/// A batch the broker refuses for good (MESSAGE_TOO_LARGE) fails its
+/// records only; the idempotent producer renumbers the batches queued
+/// behind it under a new epoch or id, and they are delivered in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_batch_fails_alone() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let broker = Broker::start(skiffd_bin!(), dir.path())?;
+    let client = broker.client(skiff_client::Transport::Tcp).await?;
+    create_topic(&client, "refusals", 1).await?;
+    let config = ProducerConfig {
+        max_request_size: 8 * 1024 * 1024,
+        batch_size: 1024,
+        ..quick_producer(Acks::All)
+    };
+    let producer = Producer::new(client.clone(), config).await?;
+    let before = producer
+        .send(ProducerRecord::new("refusals", b"before"))
+        .await?;
+    // Larger than the broker's default max.message.bytes (1 MiB).
+    let huge = vec![7u8; 2 * 1024 * 1024];
+    let refused = producer
+        .send(ProducerRecord::new("refusals", &huge))
+        .await?;
+    let mut after = Vec::new();
+    for i in 0..20 {
+        after.push(
+            producer
+                .send(ProducerRecord::new(
+                    "refusals",
+                    format!("after {i}").as_bytes(),
+                ))
+                .await?,
+        );
+    }
+    ensure!(before.await?.offset == 0);
+    let outcome = refused.await;
+    ensure!(
+        matches!(
+            outcome,
+            Err(Error::Kafka {
+                code: ErrorCode::MessageTooLarge | ErrorCode::RecordListTooLarge,
+                ..
+            })
+        ),
+        "{outcome:?}"
+    );
+    for (i, future) in after.into_iter().enumerate() {
+        let written = future
+            .await
+            .with_context(|| format!("record {i} after the refused one"))?;
+        ensure!(
+            written.offset == 1 + i as i64,
+            "record {i} at offset {}",
+            written.offset
+        );
+    }
+    let flushed = producer.flush().await;
+    ensure!(
+        matches!(
+            flushed,
+            Err(Error::Undelivered {
+                failed_records: 1,
+                ..
+            })
+        ),
+        "{flushed:?}"
+    );
+    ensure!(
+        producer.epoch_bumps() >= 1,
+        "the hole in the sequence was not renumbered"
+    );
+    producer.close().await?;
     Ok(())
 }

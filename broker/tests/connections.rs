@@ -25,16 +25,16 @@ fn closed_by_broker(client: &mut Client) -> bool {
 #[test]
 fn idle_connections_are_closed() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let broker = Skiffd::start(dir.path(), &["--idle-timeout-ms", "300"])?;
+    let broker = Skiffd::start(dir.path(), &["--idle-timeout-ms", "500"])?;
     let mut busy = broker.connect()?;
     let mut idle = broker.connect()?;
     let started = Instant::now();
     // A fetch long-polling past the idle timeout keeps its connection.
     assert_eq!(busy.create_topic("idle", 1, &[])?, 0);
-    let (error, _, _) = busy.fetch("idle", 0, 0, 800)?;
+    let (error, _, _) = busy.fetch("idle", 0, 0, 1500)?;
     assert_eq!(error, 0);
     assert!(closed_by_broker(&mut idle));
-    assert!(started.elapsed() >= Duration::from_millis(290));
+    assert!(started.elapsed() >= Duration::from_millis(490));
     assert_eq!(
         busy.list_offset("idle", 0, -1)?,
         (0, 0),
@@ -120,6 +120,19 @@ fn acks_zero_sends_no_response() -> Result<()> {
         ResponseKind::ListOffsets(_)
     ));
     assert_eq!(client.list_offset("acks0", 0, -1)?, (0, 2));
+
+    // A failed acks=0 produce closes the connection (the client's only signal, as in Kafka).
+    let mut data = messages::produce_request::PartitionProduceData::default();
+    data.records = Some(batch(&[b"lost"], -1, -1, -1));
+    let mut topic = messages::produce_request::TopicProduceData::default();
+    topic.name = TopicName(StrBytes::from_string("bad topic".to_string()));
+    topic.partition_data = vec![data];
+    let mut request = messages::ProduceRequest::default();
+    request.acks = 0;
+    request.timeout_ms = 1000;
+    request.topic_data = vec![topic];
+    client.send(ApiKey::Produce, 9, &RequestKind::Produce(request))?;
+    assert!(closed_by_broker(&mut client));
     Ok(())
 }
 

@@ -477,6 +477,9 @@ fn settle_batch(
     };
     queue.recovering = true;
     let mut retriable = error.is_retriable();
+    // Overtaken by a later batch: resend as soon as the earlier one is
+    // answered (recovering keeps it behind), no backoff needed.
+    let mut overtaken = false;
     if idempotent {
         if let Some(code @ (ErrorCode::OutOfOrderSequenceNumber | ErrorCode::UnknownProducerId)) =
             error.code()
@@ -487,6 +490,8 @@ fn settle_batch(
             // under a new epoch (or id).
             if code == ErrorCode::UnknownProducerId || !batch.sent_behind_others {
                 state.bump_pending = true;
+            } else {
+                overtaken = true;
             }
             retriable = true;
         }
@@ -498,7 +503,7 @@ fn settle_batch(
             .retry_backoff
             .saturating_mul(1u32 << batch.attempts.min(16).saturating_sub(1))
             .min(config.retry_backoff_max);
-        batch.retry_at = Some(Instant::now() + backoff);
+        batch.retry_at = (!overtaken).then(|| Instant::now() + backoff);
         tracing::debug!(topic = %batch.topic, partition = batch.partition, attempt = batch.attempts, %error, "retrying batch");
         batch.last_error = Some(error);
         shared.retried_batches.fetch_add(1, Ordering::Relaxed);

@@ -288,9 +288,37 @@ impl QuicLink {
                 source: e,
             })?
             .unwrap_or(0);
-        let mut body = vec![0u8; size];
-        recv.read_exact(&mut body).await.map_err(|e| self.lost(e))?;
-        Ok(Bytes::from(body))
+        // Take quinn's received chunks as they are: a response that arrived
+        // in one chunk is used without a copy, a longer one is gathered once.
+        let mut first: Option<Bytes> = None;
+        let mut gathered: Option<bytes::BytesMut> = None;
+        let mut have = 0;
+        while have < size {
+            let chunk = recv
+                .read_chunk(size - have, true)
+                .await
+                .map_err(|e| self.lost(e))?
+                .ok_or_else(|| {
+                    self.lost(format!(
+                        "stream ended {have} bytes into a {size}-byte response"
+                    ))
+                })?;
+            have += chunk.bytes.len();
+            match (&mut gathered, first.take()) {
+                (Some(buf), _) => buf.extend_from_slice(&chunk.bytes),
+                (None, None) => first = Some(chunk.bytes),
+                (None, Some(earlier)) => {
+                    let mut buf = bytes::BytesMut::with_capacity(size);
+                    buf.extend_from_slice(&earlier);
+                    buf.extend_from_slice(&chunk.bytes);
+                    gathered = Some(buf);
+                }
+            }
+        }
+        Ok(match gathered {
+            Some(buf) => buf.freeze(),
+            None => first.unwrap_or_default(),
+        })
     }
 
     /// Sends one request frame on a new stream; reads the response frame
@@ -372,6 +400,11 @@ mod tests {
     /// A QUIC server (real quinn and TLS) that answers every request frame
     /// on its stream with a frame holding the request's correlation id.
     fn echo_server() -> TestServer {
+        server(false)
+    }
+
+    /// With `truncate`, each response announces 100 bytes and sends 4.
+    fn server(truncate: bool) -> TestServer {
         let certified =
             rcgen::generate_simple_self_signed(vec!["skiffd.test".to_string()]).unwrap();
         let cert_der = certified.cert.der().to_vec();
@@ -398,7 +431,8 @@ mod tests {
                 tokio::spawn(async move {
                     while let Ok((mut send, mut recv)) = connection.accept_bi().await {
                         let request = recv.read_to_end(1 << 20).await.unwrap();
-                        let mut response = 4i32.to_be_bytes().to_vec();
+                        let announced: i32 = if truncate { 100 } else { 4 };
+                        let mut response = announced.to_be_bytes().to_vec();
                         response.extend_from_slice(&request[8..12]);
                         send.write_all(&response).await.unwrap();
                         send.finish().unwrap();
@@ -462,6 +496,26 @@ mod tests {
             Err(Error::Quic { reason, .. }) => assert!(!reason.is_empty()),
             Err(other) => panic!("expected a QUIC error, got {other}"),
             Ok(_) => panic!("connected to a broker with an unpinned certificate"),
+        }
+        server.task.abort();
+    }
+
+    /// A response stream that ends before the announced size is a
+    /// Disconnected error, not a short frame handed to the decoder.
+    #[tokio::test]
+    async fn truncated_response_is_an_error() {
+        let server = server(true);
+        let config =
+            client_config(&QuicTrust::Sha256Fingerprint(sha256(&server.cert_der))).unwrap();
+        let link = QuicLink::connect("test".into(), "127.0.0.1", &[server.addr], config, 1024)
+            .await
+            .unwrap();
+        let outcome = link.round_trip(&request(5), true).await;
+        match outcome {
+            Err(Error::Disconnected { reason, .. }) => {
+                assert!(reason.contains("100-byte"), "{reason}")
+            }
+            other => panic!("expected a disconnect, got {other:?}"),
         }
         server.task.abort();
     }

@@ -485,3 +485,82 @@ pub(crate) fn api_name(key: ApiKey) -> &'static str {
         _ => "an API",
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use skiff_protocol::api::messages::api_versions_response::ApiVersion;
+    use skiff_protocol::api::ResponseKind;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// KIP-511: a broker that does not know our ApiVersions version answers
+    /// with a v0 UNSUPPORTED_VERSION body naming its range; the client asks
+    /// again at a version the broker knows, and then picks per API the
+    /// newest version both sides speak.
+    #[tokio::test]
+    async fn api_versions_falls_back_per_kip_511() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut asked = Vec::new();
+            for _ in 0..2 {
+                let size = socket.read_i32().await.unwrap() as usize;
+                let mut frame = vec![0u8; size];
+                socket.read_exact(&mut frame).await.unwrap();
+                let (key, version, correlation_id) =
+                    skiff_protocol::frame::peek_request_ids(&frame).unwrap();
+                assert_eq!(key, ApiKey::ApiVersions as i16);
+                asked.push(version);
+                let reply = if version > 2 {
+                    api::encode_api_versions_fallback(
+                        correlation_id,
+                        ErrorCode::UnsupportedVersion.code(),
+                        &[(18, 0, 2)],
+                    )
+                } else {
+                    let mut response = ApiVersionsResponse::default();
+                    response.api_keys = [
+                        (ApiKey::ApiVersions, 0, 2),
+                        (ApiKey::Fetch, 4, 15),
+                        (ApiKey::Produce, 3, 7),
+                    ]
+                    .into_iter()
+                    .map(|(key, min, max)| {
+                        let mut api = ApiVersion::default();
+                        api.api_key = key as i16;
+                        api.min_version = min;
+                        api.max_version = max;
+                        api
+                    })
+                    .collect();
+                    api::encode_response(
+                        correlation_id,
+                        ApiKey::ApiVersions,
+                        version,
+                        &ResponseKind::ApiVersions(response),
+                    )
+                    .unwrap()
+                };
+                socket.write_all(&reply.to_contiguous()).await.unwrap();
+            }
+            asked
+        });
+        let address = BrokerAddress::tcp("127.0.0.1", port);
+        let connection = BrokerConnection::connect(&address, &ConnectionConfig::default())
+            .await
+            .unwrap();
+        assert_eq!(server.await.unwrap(), vec![3, 2]);
+        // Fetch: the broker offers up to 15, this client speaks up to 12.
+        assert_eq!(connection.version(ApiKey::Fetch).unwrap(), 12);
+        assert_eq!(connection.version(ApiKey::Produce).unwrap(), 7);
+        assert!(matches!(
+            connection.version(ApiKey::Metadata),
+            Err(Error::UnsupportedVersion {
+                api: "Metadata",
+                ..
+            })
+        ));
+    }
+}

@@ -109,6 +109,16 @@ pub(crate) struct Accumulator {
     next_batch_id: u64,
     /// Ids of batches not yet completed (open, queued, or in flight).
     outstanding: BTreeSet<u64>,
+    /// Batches that failed to build (a codec error): already failed,
+    /// waiting for the sender to release their buffer and count them.
+    pub seal_failures: Vec<SealFailure>,
+}
+
+/// A batch that could not be built.
+pub(crate) struct SealFailure {
+    pub reserved_bytes: usize,
+    pub records: i32,
+    pub error: Error,
 }
 
 /// Where a record went.
@@ -137,6 +147,7 @@ impl Accumulator {
             batch_size,
             next_batch_id: 0,
             outstanding: BTreeSet::new(),
+            seal_failures: Vec::new(),
         }
     }
 
@@ -265,9 +276,13 @@ impl Accumulator {
     }
 
     /// Builds the open batch of a partition and queues it. A batch that
-    /// fails to build (a codec error) is failed at once; returns the bytes
-    /// its records had reserved in that case.
-    pub fn seal(&mut self, topic: &str, partition: i32) -> Option<usize> {
+    /// fails to build (a codec error) is failed at once and recorded in
+    /// `seal_failures`.
+    pub fn seal(&mut self, topic: &str, partition: i32) {
+        let _ = self.try_seal(topic, partition);
+    }
+
+    fn try_seal(&mut self, topic: &str, partition: i32) -> Option<()> {
         let identity = self.identity;
         let queues = self.topics.get_mut(topic)?;
         let queue = queues.partitions.get_mut(partition as usize)?;
@@ -281,9 +296,15 @@ impl Accumulator {
         let bytes = match open.builder.build() {
             Ok(bytes) => bytes,
             Err(error) => {
-                open.outcome.complete(Err(Error::Encode(error)));
+                let error = Error::Encode(error);
+                open.outcome.complete(Err(error.clone()));
                 self.outstanding.remove(&open.id);
-                return Some(open.reserved_bytes);
+                self.seal_failures.push(SealFailure {
+                    reserved_bytes: open.reserved_bytes,
+                    records,
+                    error,
+                });
+                return Some(());
             }
         };
         let id = open.id;
@@ -317,7 +338,7 @@ impl Accumulator {
             queue.next_sequence = add_sequence(base_sequence, records);
         }
         queue.ready.push_back(batch);
-        None
+        Some(())
     }
 
     /// Batches not yet completed (open, queued, or in flight).

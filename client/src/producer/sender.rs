@@ -158,10 +158,12 @@ fn drain(shared: &Shared, state: &mut SenderState, now: Instant) -> Drained {
         }
     }
     for (topic, partition) in to_seal {
-        if let Some(released) = acc.seal(&topic, partition) {
-            shared.buffer.add_permits(released);
-            note_failure(shared, None, 0);
-        }
+        acc.seal(&topic, partition);
+    }
+    for failure in std::mem::take(&mut acc.seal_failures) {
+        shared.buffer.add_permits(failure.reserved_bytes);
+        note_failure(shared, Some(&failure.error), failure.records);
+        shared.done.notify_waiters();
     }
     let mut expired = Vec::new();
     let mut refused = 0usize;

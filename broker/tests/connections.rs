@@ -28,12 +28,17 @@ fn idle_connections_are_closed() -> Result<()> {
     let broker = Skiffd::start(dir.path(), &["--idle-timeout-ms", "500"])?;
     let mut busy = broker.connect()?;
     let mut idle = broker.connect()?;
+    // A frame that stalls half-way is not activity (no slowloris).
+    let mut stalled = broker.connect()?;
+    stalled.write_raw(&1000i32.to_be_bytes())?;
+    stalled.write_raw(&[0u8; 10])?;
     let started = Instant::now();
     // A fetch long-polling past the idle timeout keeps its connection.
     assert_eq!(busy.create_topic("idle", 1, &[])?, 0);
     let (error, _, _) = busy.fetch("idle", 0, 0, 1500)?;
     assert_eq!(error, 0);
     assert!(closed_by_broker(&mut idle));
+    assert!(closed_by_broker(&mut stalled));
     assert!(started.elapsed() >= Duration::from_millis(490));
     assert_eq!(
         busy.list_offset("idle", 0, -1)?,

@@ -12,7 +12,8 @@
 //!    after a malformed body the stream position cannot be trusted);
 //! 4. handler → response encoded at the request's version.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -34,26 +35,18 @@ pub enum Outcome {
     Close(String),
 }
 
+/// The Kafka name of an API key ("Produce", "JoinGroup", …), for metrics
+/// and logs; "Unknown" for keys the codec does not know.
 fn api_name(key: i16) -> &'static str {
-    match ApiKey::try_from(key) {
-        Ok(key) => api_key_name(key),
-        Err(()) => "Unknown",
-    }
-}
-
-fn api_key_name(key: ApiKey) -> &'static str {
-    match key {
-        ApiKey::Produce => "Produce",
-        ApiKey::Fetch => "Fetch",
-        ApiKey::ListOffsets => "ListOffsets",
-        ApiKey::Metadata => "Metadata",
-        ApiKey::ApiVersions => "ApiVersions",
-        ApiKey::CreateTopics => "CreateTopics",
-        ApiKey::DeleteTopics => "DeleteTopics",
-        ApiKey::InitProducerId => "InitProducerId",
-        ApiKey::DescribeConfigs => "DescribeConfigs",
-        _ => "Other",
-    }
+    static NAMES: OnceLock<HashMap<i16, &'static str>> = OnceLock::new();
+    let names = NAMES.get_or_init(|| {
+        // Built once: one small string per API the codec knows.
+        (0..=i16::from(u8::MAX))
+            .filter_map(|raw| ApiKey::try_from(raw).ok().map(|key| (raw, key)))
+            .map(|(raw, key)| (raw, &*Box::leak(format!("{key:?}").into_boxed_str())))
+            .collect()
+    });
+    names.get(&key).copied().unwrap_or("Unknown")
 }
 
 /// The result of [`dispatch`]: an outcome now, or a future that yields it.

@@ -138,30 +138,47 @@ async fn serve_connection(
     ));
     let idle_timeout = Duration::from_millis(config.idle_timeout_ms.max(1));
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    // Budget held for the frame being received, taken as soon as its size
+    // prefix is read: a size prefix alone never makes the broker buffer more
+    // than the connection's in-flight budget.
+    let mut reserved: Option<OwnedSemaphorePermit> = None;
     'connection: loop {
         loop {
-            match frame::read_frame(&mut buf, frame_bytes_max) {
-                Ok(Some(request)) => {
-                    // A frame larger than the whole budget takes all of it.
-                    let cost = request.len().clamp(1, inflight_bytes_max) as u32;
-                    let Ok(permit) = Arc::clone(&inflight).acquire_many_owned(cost).await else {
-                        break 'connection;
-                    };
-                    // Side effects run here, in arrival order; only waits run apart.
-                    let response = match dispatch(&broker, request) {
-                        Dispatched::Ready(outcome) => Slot::Ready(outcome),
-                        Dispatched::Later(future) => Slot::Running(tokio::spawn(future)),
-                    };
-                    if queue.send(Pending { response, permit }).await.is_err() {
-                        break 'connection; // the writer stopped: the connection is closing
-                    }
-                }
+            let size = match frame::peek_frame_size(&buf, frame_bytes_max) {
+                Ok(Some(size)) => size,
                 Ok(None) => break,
                 Err(error) => {
                     tracing::warn!(%peer, %error, "closing connection: bad frame size");
                     broker.metrics.frame_rejected();
                     break 'connection;
                 }
+            };
+            let permit = match reserved.take() {
+                Some(permit) => permit,
+                // A frame larger than the whole budget takes all of it.
+                None => match Arc::clone(&inflight)
+                    .acquire_many_owned(size.clamp(1, inflight_bytes_max) as u32)
+                    .await
+                {
+                    Ok(permit) => permit,
+                    Err(_) => break 'connection,
+                },
+            };
+            let total = frame::FRAME_SIZE_PREFIX_BYTES + size;
+            if buf.len() < total {
+                buf.reserve(total - buf.len());
+                reserved = Some(permit);
+                break;
+            }
+            buf.advance(frame::FRAME_SIZE_PREFIX_BYTES);
+            let request = buf.split_to(size).freeze();
+            // Side effects run here, in arrival order; only waits run apart.
+            let response = match dispatch(&broker, request) {
+                Dispatched::Ready(outcome) => Slot::Ready(outcome),
+                Dispatched::Later(future) => Slot::Running(tokio::spawn(future)),
+            };
+            if queue.send(Pending { response, permit }).await.is_err() {
+                break 'connection; // the writer stopped: the connection is closing
             }
         }
         if buf.capacity() - buf.len() < 1024 {
@@ -180,7 +197,9 @@ async fn serve_connection(
             },
             _ = tokio::time::sleep_until(idle_deadline) => {
                 let last_write = epoch + Duration::from_millis(last_write_ms.load(Ordering::Relaxed));
-                let busy = inflight.available_permits() < inflight_bytes_max;
+                // Requests being handled (not a frame stalled half-way in).
+                let receiving = reserved.as_ref().map_or(0, OwnedSemaphorePermit::num_permits);
+                let busy = inflight.available_permits() + receiving < inflight_bytes_max;
                 if busy {
                     // A long poll in flight is activity too.
                     last_read = Instant::now();

@@ -233,3 +233,96 @@ fn delete_policy_is_not_compacted() {
     assert_eq!(log.compact(0).unwrap(), 0);
     assert_eq!(records(&log).len(), 40);
 }
+
+/// Records with their timestamps.
+fn records_with_time(log: &PartitionLog) -> Vec<(i64, String, Option<String>, i64)> {
+    let mut out = Vec::new();
+    for segment in log.shared().segments_snapshot() {
+        for view in BatchReader::new(segment.data()) {
+            for record in view.unwrap().records().unwrap() {
+                let record = record.unwrap();
+                let text = |b: bytes::Bytes| String::from_utf8(b.to_vec()).unwrap();
+                out.push((
+                    record.offset,
+                    text(record.key.unwrap()),
+                    record.value.map(text),
+                    record.timestamp,
+                ));
+            }
+        }
+    }
+    out
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 24, ..Default::default() })]
+
+    /// For random keys, values, tombstones and clock, compaction leaves in the
+    /// closed segments exactly the newest record per key (minus tombstones
+    /// older than delete_retention_ms) and leaves the active segment alone.
+    #[test]
+    fn compaction_matches_model(
+        ops in proptest::collection::vec((0u8..6, proptest::prelude::any::<bool>(), 0usize..900), 1..120),
+        now_ms in 0i64..4_000,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let (_manager, log) = open(dir.path());
+        for (i, (key, tombstone, size)) in ops.iter().enumerate() {
+            let key = format!("key{key}");
+            let value = "v".repeat(*size);
+            let value = if *tombstone { None } else { Some(value.as_str()) };
+            log.append(&keyed_batch(&[(key.as_str(), value)], i as i64 * 20)).unwrap();
+        }
+        log.flush().unwrap();
+        let before = records_with_time(&log);
+        let active_base = *log.segment_base_offsets().last().unwrap();
+        log.compact(now_ms).unwrap();
+        let mut newest = BTreeMap::new();
+        for r in before.iter().filter(|r| r.0 < active_base) {
+            newest.insert(r.1.clone(), r.0);
+        }
+        let expected: Vec<_> = before
+            .iter()
+            .filter(|r| {
+                r.0 >= active_base
+                    || (newest[&r.1] == r.0 && !(r.2.is_none() && r.3 < now_ms - 1_000))
+            })
+            .cloned()
+            .collect();
+        proptest::prop_assert_eq!(records_with_time(&log), expected);
+    }
+}
+
+/// `start_background` compacts on its own: with the clock moved past the
+/// maintenance interval, the background task rewrites the closed segments
+/// while the log keeps taking appends and serving reads.
+#[tokio::test(start_paused = true)]
+async fn background_task_compacts() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::at(0);
+    let manager = LogManager::open_with_clock(dir.path(), compact_config(), clock.clock()).unwrap();
+    let log = manager.create_partition("c", 0, compact_config()).unwrap();
+    let value = "v".repeat(500);
+    for _ in 0..60 {
+        log.append(&keyed_batch(&[("same", Some(value.as_str()))], 0))
+            .unwrap();
+    }
+    log.flush().unwrap();
+    let before = log.size_bytes();
+    manager.start_background();
+    clock.set(manager::MAINTENANCE_INTERVAL_MS + 1);
+    let mut compacted = false;
+    for _ in 0..600 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        log.append(&keyed_batch(&[("other", Some("x"))], 0))
+            .unwrap();
+        if log.size_bytes() < before {
+            compacted = true;
+            break;
+        }
+    }
+    assert!(compacted, "the background task never compacted");
+    let same = records(&log).iter().filter(|r| r.1 == "same").count();
+    assert!(same < 60, "superseded records were removed ({same} left)");
+    manager.shutdown().unwrap();
+}

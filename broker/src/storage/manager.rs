@@ -184,13 +184,14 @@ impl LogManager {
     /// They stop at [`shutdown`](Self::shutdown).
     pub fn start_background(self: &Arc<Self>) {
         let manager = self.clone();
-        tokio::spawn(async move { manager.background_loop().await });
+        let started_ms = (self.clock)();
+        tokio::spawn(async move { manager.background_loop(started_ms).await });
     }
 
-    async fn background_loop(self: Arc<Self>) {
+    async fn background_loop(self: Arc<Self>, started_ms: i64) {
         let mut shutdown = self.shutdown.subscribe();
         let tick = Duration::from_millis(BACKGROUND_TICK_MS);
-        let mut last_maintenance_ms = (self.clock)();
+        let mut last_maintenance_ms = started_ms;
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(tick) => {}

@@ -29,20 +29,100 @@ pub fn api_key(api_key: i16) -> Result<ApiKey> {
     ApiKey::try_from(api_key).map_err(|()| DecodeError::UnknownApiKey { api_key })
 }
 
-/// The versions of `api_key` this codec can decode and encode.
-pub fn codec_versions(api_key: ApiKey) -> VersionRange {
-    api_key.valid_versions()
+/// The APIs this crate encodes and decodes: the ones the broker serves.
+pub const SUPPORTED_API_KEYS: [ApiKey; 19] = [
+    ApiKey::Produce,
+    ApiKey::Fetch,
+    ApiKey::ListOffsets,
+    ApiKey::Metadata,
+    ApiKey::OffsetCommit,
+    ApiKey::OffsetFetch,
+    ApiKey::FindCoordinator,
+    ApiKey::JoinGroup,
+    ApiKey::Heartbeat,
+    ApiKey::LeaveGroup,
+    ApiKey::SyncGroup,
+    ApiKey::DescribeGroups,
+    ApiKey::ListGroups,
+    ApiKey::ApiVersions,
+    ApiKey::CreateTopics,
+    ApiKey::DeleteTopics,
+    ApiKey::InitProducerId,
+    ApiKey::DescribeConfigs,
+    ApiKey::DeleteGroups,
+];
+
+/// The versions of `api_key` this codec can both decode (request) and encode
+/// (response), or `None` for an API we do not serve.
+///
+/// This is the intersection of the request's and the response's version
+/// ranges, not `ApiKey::valid_versions()`: kafka-protocol 0.18 knows e.g.
+/// OffsetCommit responses up to v10 but requests only up to v9, and
+/// advertising v10 would invite requests we cannot parse.
+pub fn codec_versions(api_key: ApiKey) -> Option<VersionRange> {
+    use kafka_protocol::protocol::Message;
+    use messages::*;
+    let (request, response) = match api_key {
+        ApiKey::Produce => (ProduceRequest::VERSIONS, ProduceResponse::VERSIONS),
+        ApiKey::Fetch => (FetchRequest::VERSIONS, FetchResponse::VERSIONS),
+        ApiKey::ListOffsets => (ListOffsetsRequest::VERSIONS, ListOffsetsResponse::VERSIONS),
+        ApiKey::Metadata => (MetadataRequest::VERSIONS, MetadataResponse::VERSIONS),
+        ApiKey::OffsetCommit => (
+            OffsetCommitRequest::VERSIONS,
+            OffsetCommitResponse::VERSIONS,
+        ),
+        ApiKey::OffsetFetch => (OffsetFetchRequest::VERSIONS, OffsetFetchResponse::VERSIONS),
+        ApiKey::FindCoordinator => (
+            FindCoordinatorRequest::VERSIONS,
+            FindCoordinatorResponse::VERSIONS,
+        ),
+        ApiKey::JoinGroup => (JoinGroupRequest::VERSIONS, JoinGroupResponse::VERSIONS),
+        ApiKey::Heartbeat => (HeartbeatRequest::VERSIONS, HeartbeatResponse::VERSIONS),
+        ApiKey::LeaveGroup => (LeaveGroupRequest::VERSIONS, LeaveGroupResponse::VERSIONS),
+        ApiKey::SyncGroup => (SyncGroupRequest::VERSIONS, SyncGroupResponse::VERSIONS),
+        ApiKey::DescribeGroups => (
+            DescribeGroupsRequest::VERSIONS,
+            DescribeGroupsResponse::VERSIONS,
+        ),
+        ApiKey::ListGroups => (ListGroupsRequest::VERSIONS, ListGroupsResponse::VERSIONS),
+        ApiKey::ApiVersions => (ApiVersionsRequest::VERSIONS, ApiVersionsResponse::VERSIONS),
+        ApiKey::CreateTopics => (
+            CreateTopicsRequest::VERSIONS,
+            CreateTopicsResponse::VERSIONS,
+        ),
+        ApiKey::DeleteTopics => (
+            DeleteTopicsRequest::VERSIONS,
+            DeleteTopicsResponse::VERSIONS,
+        ),
+        ApiKey::InitProducerId => (
+            InitProducerIdRequest::VERSIONS,
+            InitProducerIdResponse::VERSIONS,
+        ),
+        ApiKey::DescribeConfigs => (
+            DescribeConfigsRequest::VERSIONS,
+            DescribeConfigsResponse::VERSIONS,
+        ),
+        ApiKey::DeleteGroups => (
+            DeleteGroupsRequest::VERSIONS,
+            DeleteGroupsResponse::VERSIONS,
+        ),
+        _ => return None,
+    };
+    let range = VersionRange {
+        min: request.min.max(response.min),
+        max: request.max.min(response.max),
+    };
+    (range.min <= range.max).then_some(range)
 }
 
 fn check_version(key: ApiKey, version: i16) -> Result<()> {
-    let range = codec_versions(key);
-    if version < range.min || version > range.max {
-        return Err(DecodeError::UnsupportedVersion {
+    match codec_versions(key) {
+        Some(range) if range.min <= version && version <= range.max => Ok(()),
+        _ => Err(DecodeError::UnsupportedVersion {
             api_key: key as i16,
             api_version: version,
-        });
+        }),
     }
-    Ok(())
 }
 
 fn malformed(what: &'static str, error: impl std::fmt::Display) -> DecodeError {
@@ -62,7 +142,8 @@ pub fn decode_request(mut frame: Bytes) -> Result<(RequestHeader, RequestKind)> 
     let key = api_key(key)?;
     check_version(key, version)?;
     let header = frame::decode_request_header(&mut frame, key.request_header_version(version))?;
-    let body = RequestKind::decode(key, &mut frame, version).map_err(|e| malformed("request body", e))?;
+    let body =
+        RequestKind::decode(key, &mut frame, version).map_err(|e| malformed("request body", e))?;
     Ok((header, body))
 }
 
@@ -172,7 +253,11 @@ pub fn encode_request(header: &RequestHeader, request: &RequestKind) -> Result<F
     }
     let mut out = ChunkedBuf::new(zero_copy);
     out.head.put_i32(0);
-    frame::encode_request_header(&mut out.head, header, key.request_header_version(header.api_version));
+    frame::encode_request_header(
+        &mut out.head,
+        header,
+        key.request_header_version(header.api_version),
+    );
     encode_request_body(request, header.api_version, &mut out)?;
     Ok(out.finish())
 }
@@ -190,20 +275,64 @@ macro_rules! encode_kind {
 }
 
 fn encode_body(response: &ResponseKind, version: i16, out: &mut ChunkedBuf) -> Result<()> {
-    encode_kind!(ResponseKind, response, version, out, [
-        Produce, Fetch, ListOffsets, Metadata, OffsetCommit, OffsetFetch, FindCoordinator,
-        JoinGroup, Heartbeat, LeaveGroup, SyncGroup, DescribeGroups, ListGroups, ApiVersions,
-        CreateTopics, DeleteTopics, InitProducerId, DescribeConfigs, DeleteGroups,
-    ])
+    encode_kind!(
+        ResponseKind,
+        response,
+        version,
+        out,
+        [
+            Produce,
+            Fetch,
+            ListOffsets,
+            Metadata,
+            OffsetCommit,
+            OffsetFetch,
+            FindCoordinator,
+            JoinGroup,
+            Heartbeat,
+            LeaveGroup,
+            SyncGroup,
+            DescribeGroups,
+            ListGroups,
+            ApiVersions,
+            CreateTopics,
+            DeleteTopics,
+            InitProducerId,
+            DescribeConfigs,
+            DeleteGroups,
+        ]
+    )
     .map_err(|e| malformed("response", e))
 }
 
 fn encode_request_body(request: &RequestKind, version: i16, out: &mut ChunkedBuf) -> Result<()> {
-    encode_kind!(RequestKind, request, version, out, [
-        Produce, Fetch, ListOffsets, Metadata, OffsetCommit, OffsetFetch, FindCoordinator,
-        JoinGroup, Heartbeat, LeaveGroup, SyncGroup, DescribeGroups, ListGroups, ApiVersions,
-        CreateTopics, DeleteTopics, InitProducerId, DescribeConfigs, DeleteGroups,
-    ])
+    encode_kind!(
+        RequestKind,
+        request,
+        version,
+        out,
+        [
+            Produce,
+            Fetch,
+            ListOffsets,
+            Metadata,
+            OffsetCommit,
+            OffsetFetch,
+            FindCoordinator,
+            JoinGroup,
+            Heartbeat,
+            LeaveGroup,
+            SyncGroup,
+            DescribeGroups,
+            ListGroups,
+            ApiVersions,
+            CreateTopics,
+            DeleteTopics,
+            InitProducerId,
+            DescribeConfigs,
+            DeleteGroups,
+        ]
+    )
     .map_err(|e| malformed("request", e))
 }
 

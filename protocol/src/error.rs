@@ -29,7 +29,9 @@ pub enum DecodeError {
     VarintOverflow { offset: usize, max_bytes: usize },
     #[error("unsupported record batch magic {magic} (only v2 is supported)")]
     UnsupportedMagic { magic: i8 },
-    #[error("record batch CRC-32C mismatch: header says {expected:#010x}, computed {actual:#010x}")]
+    #[error(
+        "record batch CRC-32C mismatch: header says {expected:#010x}, computed {actual:#010x}"
+    )]
     CrcMismatch { expected: u32, actual: u32 },
     #[error("record batch declares {declared} records but {found} were decoded")]
     RecordCountMismatch { declared: i32, found: i32 },

@@ -211,7 +211,10 @@ mod tests {
         assert_eq!(ErrorCode::KafkaStorageError.code(), 56);
         assert_eq!(ErrorCode::OutOfOrderSequenceNumber.code(), 45);
         assert_eq!(ErrorCode::FencedInstanceId.code(), 82);
-        assert_eq!(ErrorCode::NotLeaderOrFollower.name(), "NOT_LEADER_OR_FOLLOWER");
+        assert_eq!(
+            ErrorCode::NotLeaderOrFollower.name(),
+            "NOT_LEADER_OR_FOLLOWER"
+        );
         assert!(ErrorCode::NotLeaderOrFollower.is_retriable());
         assert!(!ErrorCode::CorruptMessage.is_ok());
         for &code in ErrorCode::ALL {
@@ -220,4 +223,3 @@ mod tests {
         assert_eq!(ErrorCode::from_code(31_000), ErrorCode::UnknownServerError);
     }
 }
-

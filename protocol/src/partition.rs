@@ -17,6 +17,9 @@ pub fn murmur2(key: &[u8]) -> i32 {
 /// If `partitions` is not positive: a topic always has at least one
 /// partition, so a caller passing zero has a bug.
 pub fn partition_for_key(key: &[u8], partitions: i32) -> i32 {
-    assert!(partitions > 0, "a topic has at least one partition, got {partitions}");
+    assert!(
+        partitions > 0,
+        "a topic has at least one partition, got {partitions}"
+    );
     (murmur2(key) & 0x7fff_ffff) % partitions
 }

@@ -139,7 +139,13 @@ mod tests {
             assert!(!attrs.is_control());
             assert_eq!(Compression::from_name(codec.name()), Some(codec));
         }
-        assert_eq!(Attributes::new(Compression::Zstd, TimestampType::CreateTime, false, true).0, 0x24);
-        assert_eq!(Attributes(5).compression(), Err(DecodeError::UnknownCompression { codec: 5 }));
+        assert_eq!(
+            Attributes::new(Compression::Zstd, TimestampType::CreateTime, false, true).0,
+            0x24
+        );
+        assert_eq!(
+            Attributes(5).compression(),
+            Err(DecodeError::UnknownCompression { codec: 5 })
+        );
     }
 }

@@ -111,7 +111,11 @@ impl RecordBatchBuilder {
         value: Option<&[u8]>,
         headers: &[(&[u8], Option<&[u8]>)],
     ) -> usize {
-        let base_timestamp = if self.records_count == 0 { timestamp } else { self.base_timestamp };
+        let base_timestamp = if self.records_count == 0 {
+            timestamp
+        } else {
+            self.base_timestamp
+        };
         let bytes_len = |b: Option<&[u8]>| match b {
             Some(b) => varint_len(b.len() as i32) + b.len(),
             None => varint_len(-1),
@@ -170,7 +174,11 @@ impl RecordBatchBuilder {
         };
         let config = &self.config;
         let last_offset_delta = (self.records_count - 1).max(0);
-        let max_timestamp = if self.records_count == 0 { -1 } else { self.max_timestamp };
+        let max_timestamp = if self.records_count == 0 {
+            -1
+        } else {
+            self.max_timestamp
+        };
         let attributes = Attributes::new(
             config.compression,
             config.timestamp_type,

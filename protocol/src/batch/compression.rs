@@ -106,7 +106,11 @@ fn compress_gzip(_: &[u8], _: &mut Vec<u8>) -> Result<()> {
 }
 #[cfg(feature = "gzip")]
 fn decompress_gzip(input: &[u8], max_bytes: usize) -> Result<Vec<u8>> {
-    read_bounded(Compression::Gzip, flate2::read::MultiGzDecoder::new(input), max_bytes)
+    read_bounded(
+        Compression::Gzip,
+        flate2::read::MultiGzDecoder::new(input),
+        max_bytes,
+    )
 }
 #[cfg(not(feature = "gzip"))]
 fn decompress_gzip(_: &[u8], _: usize) -> Result<Vec<u8>> {
@@ -194,7 +198,11 @@ fn compress_lz4(_: &[u8], _: &mut Vec<u8>) -> Result<()> {
 }
 #[cfg(feature = "lz4")]
 fn decompress_lz4(input: &[u8], max_bytes: usize) -> Result<Vec<u8>> {
-    read_bounded(Compression::Lz4, lz4_flex::frame::FrameDecoder::new(input), max_bytes)
+    read_bounded(
+        Compression::Lz4,
+        lz4_flex::frame::FrameDecoder::new(input),
+        max_bytes,
+    )
 }
 #[cfg(not(feature = "lz4"))]
 fn decompress_lz4(_: &[u8], _: usize) -> Result<Vec<u8>> {
@@ -214,7 +222,8 @@ fn compress_zstd(_: &[u8], _: &mut Vec<u8>) -> Result<()> {
 }
 #[cfg(feature = "zstd")]
 fn decompress_zstd(input: &[u8], max_bytes: usize) -> Result<Vec<u8>> {
-    let decoder = zstd::stream::read::Decoder::new(input).map_err(|e| failed(Compression::Zstd, e))?;
+    let decoder =
+        zstd::stream::read::Decoder::new(input).map_err(|e| failed(Compression::Zstd, e))?;
     read_bounded(Compression::Zstd, decoder, max_bytes)
 }
 #[cfg(not(feature = "zstd"))]
@@ -229,14 +238,22 @@ mod tests {
     /// Each codec inflates what it deflated, and the limit stops a larger output.
     #[test]
     fn every_codec_round_trips_and_honours_the_limit() {
-        let input: Vec<u8> = (0..100_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
+        let input: Vec<u8> = (0..100_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
         for codec in Compression::ALL {
             let mut packed = Vec::new();
             compress(codec, &input, &mut packed).unwrap();
-            assert_eq!(decompress(codec, &packed, input.len()).unwrap(), input, "{codec:?}");
+            assert_eq!(
+                decompress(codec, &packed, input.len()).unwrap(),
+                input,
+                "{codec:?}"
+            );
             assert_eq!(
                 decompress(codec, &packed, input.len() - 1),
-                Err(DecodeError::DecompressedTooLarge { max: input.len() - 1 }),
+                Err(DecodeError::DecompressedTooLarge {
+                    max: input.len() - 1
+                }),
                 "{codec:?}"
             );
         }
@@ -248,7 +265,10 @@ mod tests {
         let garbage = [0x13u8, 0x37, 0xde, 0xad, 0xbe, 0xef, 0x00, 0xff];
         for codec in Compression::ALL.into_iter().skip(1) {
             assert!(
-                matches!(decompress(codec, &garbage, 1 << 20), Err(DecodeError::Decompression { .. })),
+                matches!(
+                    decompress(codec, &garbage, 1 << 20),
+                    Err(DecodeError::Decompression { .. })
+                ),
                 "{codec:?} accepted garbage"
             );
         }
@@ -257,7 +277,12 @@ mod tests {
     /// Java reads unframed snappy too; so do we.
     #[test]
     fn raw_snappy_without_xerial_framing_is_accepted() {
-        let raw = snap::raw::Encoder::new().compress_vec(b"hello hello hello").unwrap();
-        assert_eq!(&decompress(Compression::Snappy, &raw, 1024).unwrap()[..], b"hello hello hello");
+        let raw = snap::raw::Encoder::new()
+            .compress_vec(b"hello hello hello")
+            .unwrap();
+        assert_eq!(
+            &decompress(Compression::Snappy, &raw, 1024).unwrap()[..],
+            b"hello hello hello"
+        );
     }
 }

@@ -96,7 +96,13 @@ mod tests {
             assert_eq!(records[0].key.as_deref(), Some(&b"k1"[..]));
             assert_eq!(records[0].value.as_deref(), Some(&b"v1"[..]));
             let headers: Vec<Header> = records[0].headers.clone().map(Result::unwrap).collect();
-            assert_eq!(headers, vec![Header { key: Bytes::from_static(b"h"), value: Some(Bytes::from_static(b"x")) }]);
+            assert_eq!(
+                headers,
+                vec![Header {
+                    key: Bytes::from_static(b"h"),
+                    value: Some(Bytes::from_static(b"x"))
+                }]
+            );
             assert_eq!(records[1].offset, 1);
             assert_eq!(records[1].timestamp, 1_005);
             assert_eq!(records[1].key, None);

@@ -127,7 +127,12 @@ pub struct RecordIter {
 }
 
 impl RecordIter {
-    pub(crate) fn new(buf: Bytes, records_count: i32, base_offset: i64, base_timestamp: i64) -> Self {
+    pub(crate) fn new(
+        buf: Bytes,
+        records_count: i32,
+        base_offset: i64,
+        base_timestamp: i64,
+    ) -> Self {
         RecordIter {
             buf,
             pos: 0,

@@ -124,18 +124,27 @@ mod tests {
         let endless = [0xffu8; 12];
         assert_eq!(
             read_varint(&endless, 0),
-            Err(DecodeError::VarintOverflow { offset: 0, max_bytes: 5 })
+            Err(DecodeError::VarintOverflow {
+                offset: 0,
+                max_bytes: 5
+            })
         );
         assert_eq!(
             read_varlong(&endless, 0),
-            Err(DecodeError::VarintOverflow { offset: 0, max_bytes: 10 })
+            Err(DecodeError::VarintOverflow {
+                offset: 0,
+                max_bytes: 10
+            })
         );
         // Five bytes, but the value needs 35 bits: too big for an i32.
         assert!(matches!(
             read_varint(&[0xff, 0xff, 0xff, 0xff, 0x7f], 0),
             Err(DecodeError::VarintOverflow { .. })
         ));
-        assert!(matches!(read_varint(&[0x80], 0), Err(DecodeError::UnexpectedEof { .. })));
+        assert!(matches!(
+            read_varint(&[0x80], 0),
+            Err(DecodeError::UnexpectedEof { .. })
+        ));
     }
 
     proptest! {

@@ -1,0 +1,193 @@
+//! Fetch requests and the decoding of their answers into records.
+//!
+//! Records are handed out as slices of the response buffer (or of a batch's
+//! decompressed block): no per-record copy or allocation.
+
+use bytes::Bytes;
+use skiff_protocol::api::messages::fetch_request::{FetchPartition, FetchTopic};
+use skiff_protocol::api::messages::{FetchRequest, TopicName};
+use skiff_protocol::api::StrBytes;
+use skiff_protocol::batch::{BatchReader, HeaderIter, TimestampType};
+
+use super::{ConsumerConfig, TopicPartition};
+use crate::error::{Error, Result};
+
+/// One consumed record. Key, value and headers share the fetched buffer.
+#[derive(Debug, Clone)]
+pub struct ConsumerRecord {
+    /// The topic.
+    pub topic: std::sync::Arc<str>,
+    /// The partition.
+    pub partition: i32,
+    /// The record's offset.
+    pub offset: i64,
+    /// The record's timestamp (ms since the epoch).
+    pub timestamp: i64,
+    /// Whether the timestamp is the producer's create time or the broker's append time.
+    pub timestamp_type: TimestampType,
+    /// The key, if any.
+    pub key: Option<Bytes>,
+    /// The value; `None` is a tombstone.
+    pub value: Option<Bytes>,
+    /// The headers, decoded lazily.
+    pub headers: HeaderIter,
+}
+
+/// Builds a full (session-less) Fetch request for these positions.
+pub(crate) fn fetch_request(
+    config: &ConsumerConfig,
+    positions: &[(TopicPartition, i64)],
+) -> FetchRequest {
+    let mut topics: Vec<FetchTopic> = Vec::new();
+    for (tp, offset) in positions {
+        let partition = FetchPartition::default()
+            .with_partition(tp.partition)
+            .with_fetch_offset(*offset)
+            .with_current_leader_epoch(-1)
+            .with_last_fetched_epoch(-1)
+            .with_log_start_offset(-1)
+            .with_partition_max_bytes(config.max_partition_fetch_bytes);
+        match topics.iter_mut().find(|t| t.topic.0.as_str() == tp.topic) {
+            Some(topic) => topic.partitions.push(partition),
+            None => topics.push(
+                FetchTopic::default()
+                    .with_topic(TopicName(StrBytes::from_string(tp.topic.clone())))
+                    .with_partitions(vec![partition]),
+            ),
+        }
+    }
+    FetchRequest::default()
+        .with_replica_id((-1).into())
+        .with_max_wait_ms(i32::try_from(config.fetch_max_wait.as_millis()).unwrap_or(i32::MAX))
+        .with_min_bytes(config.fetch_min_bytes)
+        .with_max_bytes(config.fetch_max_bytes)
+        .with_isolation_level(0)
+        .with_session_id(0)
+        .with_session_epoch(-1)
+        .with_topics(topics)
+}
+
+/// Decodes the records at or after `position` from a partition's record
+/// set, appending them to `out`. Returns the next position: one past the
+/// last offset of the last whole batch (control batches and compacted-away
+/// offsets are skipped over too), or `position` if there was none.
+pub(crate) fn decode_records(
+    topic: &std::sync::Arc<str>,
+    partition: i32,
+    records: Bytes,
+    position: i64,
+    check_crcs: bool,
+    out: &mut Vec<ConsumerRecord>,
+) -> Result<i64> {
+    let corrupt = |source| Error::Decode {
+        address: format!("fetch of {topic}-{partition}"),
+        source,
+    };
+    let mut next = position;
+    let total = records.len();
+    let mut reader = BatchReader::new(records);
+    for batch in reader.by_ref() {
+        let batch = batch.map_err(corrupt)?;
+        let header = *batch.header();
+        if header.last_offset() < next {
+            continue;
+        }
+        if check_crcs {
+            batch.validate().map_err(corrupt)?;
+        }
+        let attributes = header.attributes;
+        if !attributes.is_control() {
+            let timestamp_type = attributes.timestamp_type();
+            for record in batch.records().map_err(corrupt)? {
+                let record = record.map_err(corrupt)?;
+                if record.offset < next {
+                    continue;
+                }
+                let timestamp = if timestamp_type == TimestampType::LogAppendTime {
+                    header.max_timestamp
+                } else {
+                    record.timestamp
+                };
+                out.push(ConsumerRecord {
+                    topic: std::sync::Arc::clone(topic),
+                    partition,
+                    offset: record.offset,
+                    timestamp,
+                    timestamp_type,
+                    key: record.key,
+                    value: record.value,
+                    headers: record.headers,
+                });
+            }
+        }
+        next = header.last_offset() + 1;
+    }
+    if next == position && reader.partial_tail_bytes() > 0 && reader.partial_tail_bytes() == total {
+        return Err(Error::RecordTooLarge {
+            record_bytes: total,
+            limit: "max_partition_fetch_bytes (a batch did not fit)",
+            limit_bytes: total,
+        });
+    }
+    Ok(next)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use bytes::BytesMut;
+    use skiff_protocol::batch::{
+        set_base_offset, Compression, RecordBatchBuilder, RecordBatchBuilderConfig,
+    };
+
+    fn batch(base_offset: i64, values: &[&[u8]], compression: Compression) -> Bytes {
+        let mut builder = RecordBatchBuilder::new(RecordBatchBuilderConfig {
+            compression,
+            ..Default::default()
+        });
+        for (i, value) in values.iter().enumerate() {
+            builder.append(1000 + i as i64, Some(b"k"), Some(value), &[]);
+        }
+        let mut bytes = builder.build().unwrap().to_vec();
+        set_base_offset(&mut bytes, base_offset);
+        Bytes::from(bytes)
+    }
+
+    /// Records before the position are skipped, the rest come out in order
+    /// with their offsets, and a truncated last batch is left for next time.
+    #[test]
+    fn decodes_from_position_and_ignores_partial_tail() {
+        let topic: std::sync::Arc<str> = "t".into();
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&batch(10, &[b"a", b"b", b"c"], Compression::None));
+        buf.extend_from_slice(&batch(13, &[b"d", b"e"], Compression::Lz4));
+        let third = batch(15, &[b"f"], Compression::None);
+        buf.extend_from_slice(&third[..third.len() - 3]);
+        let mut out = Vec::new();
+        let next = decode_records(&topic, 0, buf.freeze(), 11, true, &mut out).unwrap();
+        assert_eq!(next, 15);
+        let got: Vec<(i64, &[u8])> = out
+            .iter()
+            .map(|r| (r.offset, r.value.as_deref().unwrap()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![(11, &b"b"[..]), (12, b"c"), (13, b"d"), (14, b"e")]
+        );
+        assert_eq!(out[0].timestamp, 1001);
+    }
+
+    /// A corrupted batch is an error, not garbage records.
+    #[test]
+    fn corrupt_batch_is_reported() {
+        let topic: std::sync::Arc<str> = "t".into();
+        let mut bytes = batch(0, &[b"value"], Compression::None).to_vec();
+        let last = bytes.len() - 2;
+        bytes[last] ^= 0xff;
+        let mut out = Vec::new();
+        let error = decode_records(&topic, 0, Bytes::from(bytes), 0, true, &mut out).unwrap_err();
+        assert!(matches!(error, Error::Decode { .. }), "{error}");
+        assert!(out.is_empty());
+    }
+}

@@ -1,0 +1,526 @@
+//! The consumer, with manual assignment: the application says which
+//! partitions to read and where to start; [`Consumer::poll`] returns records.
+//!
+//! Fetches are pipelined: when a broker's answer is turned into records,
+//! the next fetch to that broker is sent before `poll` returns, so it is in
+//! flight while the application works on the last batch. Positions with no
+//! offset yet (new assignments, or after OFFSET_OUT_OF_RANGE) are resolved
+//! with ListOffsets according to [`OffsetReset`].
+//!
+//! Group membership (`subscribe`) builds on this type from the `group`
+//! module; the assignment API here is what it drives.
+
+mod fetcher;
+mod offsets;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use skiff_protocol::api::messages::FetchResponse;
+use skiff_protocol::ErrorCode;
+use tokio::sync::mpsc;
+
+pub use fetcher::ConsumerRecord;
+pub use offsets::{list_offsets, ListedOffset, OffsetSpec};
+
+use crate::client::Client;
+use crate::error::{Error, Result};
+
+/// A topic and one of its partitions.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TopicPartition {
+    /// The topic name.
+    pub topic: String,
+    /// The partition number.
+    pub partition: i32,
+}
+
+impl TopicPartition {
+    /// A topic partition.
+    pub fn new(topic: impl Into<String>, partition: i32) -> Self {
+        TopicPartition {
+            topic: topic.into(),
+            partition,
+        }
+    }
+}
+
+impl fmt::Display for TopicPartition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.topic, self.partition)
+    }
+}
+
+/// Where to start when a partition has no valid position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OffsetReset {
+    /// The oldest record still in the log.
+    Earliest,
+    /// The log end: only records produced from now on (Kafka's default).
+    #[default]
+    Latest,
+    /// No automatic reset: `poll` returns [`Error::OffsetOutOfRange`].
+    None,
+}
+
+/// Where [`Consumer::seek`] moves a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeekTo {
+    /// This exact offset.
+    Offset(i64),
+    /// The earliest offset in the log.
+    Beginning,
+    /// The log end offset.
+    End,
+    /// The first record with a timestamp at or after this one (ms since the
+    /// epoch), or the log end if there is none.
+    Timestamp(i64),
+}
+
+/// Consumer settings; defaults follow the Java client.
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    /// The broker answers a fetch once it has this many bytes (default 1).
+    pub fetch_min_bytes: i32,
+    /// ...or once this long has passed (default 500 ms).
+    pub fetch_max_wait: Duration,
+    /// Most bytes returned per partition per fetch (default 1 MiB; a larger
+    /// first batch is still returned whole, KIP-74).
+    pub max_partition_fetch_bytes: i32,
+    /// Most bytes per fetch response (default 50 MiB).
+    pub fetch_max_bytes: i32,
+    /// What to do without a valid position (default latest).
+    pub auto_offset_reset: OffsetReset,
+    /// Verify each batch's CRC-32C (default true).
+    pub check_crcs: bool,
+    /// Wait before refetching a partition after an error (default 100 ms).
+    pub retry_backoff: Duration,
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        ConsumerConfig {
+            fetch_min_bytes: 1,
+            fetch_max_wait: Duration::from_millis(500),
+            max_partition_fetch_bytes: 1024 * 1024,
+            fetch_max_bytes: 50 * 1024 * 1024,
+            auto_offset_reset: OffsetReset::Latest,
+            check_crcs: true,
+            retry_backoff: Duration::from_millis(100),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct PartitionState {
+    topic: Arc<str>,
+    /// Next offset to fetch; `None` until resolved.
+    position: Option<i64>,
+    /// Bumped by every seek so that answers to older fetches are dropped.
+    generation: u64,
+    fetching: bool,
+    retry_at: Option<Instant>,
+    high_watermark: i64,
+}
+
+struct FetchDone {
+    broker: i32,
+    requested: Vec<(TopicPartition, i64, u64)>,
+    result: Result<FetchResponse>,
+}
+
+/// Reads assigned partitions.
+pub struct Consumer {
+    client: Client,
+    config: ConsumerConfig,
+    partitions: BTreeMap<TopicPartition, PartitionState>,
+    done_tx: mpsc::UnboundedSender<FetchDone>,
+    done_rx: mpsc::UnboundedReceiver<FetchDone>,
+    brokers_fetching: HashMap<i32, usize>,
+    deferred_error: Option<Error>,
+}
+
+impl fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Consumer")
+            .field("assignment", &self.partitions.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Consumer {
+    /// A consumer on `client` with nothing assigned.
+    pub fn new(client: Client, config: ConsumerConfig) -> Consumer {
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        Consumer {
+            client,
+            config,
+            partitions: BTreeMap::new(),
+            done_tx,
+            done_rx,
+            brokers_fetching: HashMap::new(),
+            deferred_error: None,
+        }
+    }
+
+    /// The client this consumer uses.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Replaces the assignment. Partitions kept keep their positions; new
+    /// ones start per `auto_offset_reset` unless sought.
+    pub fn assign(&mut self, partitions: impl IntoIterator<Item = TopicPartition>) {
+        let mut next = BTreeMap::new();
+        for tp in partitions {
+            let state = self
+                .partitions
+                .remove(&tp)
+                .unwrap_or_else(|| PartitionState {
+                    topic: Arc::from(tp.topic.as_str()),
+                    high_watermark: -1,
+                    ..Default::default()
+                });
+            next.insert(tp, state);
+        }
+        // Dropped partitions: bump nothing, their answers find no state.
+        self.partitions = next;
+    }
+
+    /// Assigns every partition of `topics`.
+    pub async fn assign_topics(&mut self, topics: &[&str]) -> Result<()> {
+        let mut all: Vec<TopicPartition> = self.partitions.keys().cloned().collect();
+        for topic in topics {
+            let metadata = self.client.topic(topic).await?;
+            for partition in &metadata.partitions {
+                let tp = TopicPartition::new(*topic, partition.partition);
+                if !all.contains(&tp) {
+                    all.push(tp);
+                }
+            }
+        }
+        self.assign(all);
+        Ok(())
+    }
+
+    /// The assigned partitions.
+    pub fn assignment(&self) -> Vec<TopicPartition> {
+        self.partitions.keys().cloned().collect()
+    }
+
+    /// The next offset `poll` will return for `tp`, once known.
+    pub fn position(&self, tp: &TopicPartition) -> Option<i64> {
+        self.partitions.get(tp).and_then(|s| s.position)
+    }
+
+    /// The high watermark the last fetch of `tp` reported, -1 before any.
+    pub fn high_watermark(&self, tp: &TopicPartition) -> i64 {
+        self.partitions.get(tp).map_or(-1, |s| s.high_watermark)
+    }
+
+    /// Moves `tp` to a new position, returning it.
+    pub async fn seek(&mut self, tp: &TopicPartition, to: SeekTo) -> Result<i64> {
+        if !self.partitions.contains_key(tp) {
+            return Err(Error::NotAssigned {
+                topic: tp.topic.clone(),
+                partition: tp.partition,
+            });
+        }
+        let position = match to {
+            SeekTo::Offset(offset) => offset,
+            SeekTo::Beginning => self.lookup(tp, OffsetSpec::Earliest).await?.offset,
+            SeekTo::End => self.lookup(tp, OffsetSpec::Latest).await?.offset,
+            SeekTo::Timestamp(ts) => match self.lookup(tp, OffsetSpec::Timestamp(ts)).await?.offset
+            {
+                -1 => self.lookup(tp, OffsetSpec::Latest).await?.offset,
+                offset => offset,
+            },
+        };
+        if let Some(state) = self.partitions.get_mut(tp) {
+            state.position = Some(position);
+            state.generation += 1;
+            state.retry_at = None;
+        }
+        Ok(position)
+    }
+
+    /// Seeks every assigned partition.
+    pub async fn seek_all(&mut self, to: SeekTo) -> Result<()> {
+        for tp in self.assignment() {
+            self.seek(&tp, to).await?;
+        }
+        Ok(())
+    }
+
+    async fn lookup(&self, tp: &TopicPartition, spec: OffsetSpec) -> Result<ListedOffset> {
+        let found = list_offsets(&self.client, &[(tp.clone(), spec)]).await?;
+        found.get(tp).copied().ok_or_else(|| {
+            Error::kafka(
+                ErrorCode::UnknownTopicOrPartition,
+                format!("list offsets of {tp}"),
+                None,
+            )
+        })
+    }
+
+    /// Waits up to `timeout` for records and returns those fetched (possibly
+    /// none). Records of a partition come in offset order.
+    pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>> {
+        let deadline = Instant::now() + timeout;
+        if let Some(error) = self.deferred_error.take() {
+            return Err(error);
+        }
+        let mut records = Vec::new();
+        loop {
+            if let Err(error) = self.resolve_positions().await {
+                if !error.is_retriable() {
+                    return Err(error);
+                }
+                // The cluster is unreachable or moving: try again shortly.
+                tracing::debug!(%error, "cannot resolve positions yet");
+                let pause = self
+                    .config
+                    .retry_backoff
+                    .min(deadline.saturating_duration_since(Instant::now()));
+                tokio::time::sleep(pause).await;
+                if Instant::now() >= deadline {
+                    return Ok(records);
+                }
+                continue;
+            }
+            while let Ok(done) = self.done_rx.try_recv() {
+                self.absorb(done, &mut records);
+            }
+            self.send_fetches();
+            if !records.is_empty() || Instant::now() >= deadline {
+                return Ok(records);
+            }
+            if let Some(error) = self.deferred_error.take() {
+                return Err(error);
+            }
+            let wake_at = self
+                .partitions
+                .values()
+                .filter_map(|s| s.retry_at)
+                .fold(deadline, Instant::min);
+            tokio::select! {
+                Some(done) = self.done_rx.recv() => self.absorb(done, &mut records),
+                _ = tokio::time::sleep_until(wake_at.into()) => {}
+            }
+            if let Some(error) = self.deferred_error.take() {
+                if records.is_empty() {
+                    return Err(error);
+                }
+                self.deferred_error = Some(error);
+            }
+        }
+    }
+
+    /// Resolves positions of partitions that have none, by the reset policy.
+    async fn resolve_positions(&mut self) -> Result<()> {
+        let missing: Vec<TopicPartition> = self
+            .partitions
+            .iter()
+            .filter(|(_, s)| s.position.is_none() && !s.fetching)
+            .map(|(tp, _)| tp.clone())
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let spec = match self.config.auto_offset_reset {
+            OffsetReset::Earliest => OffsetSpec::Earliest,
+            OffsetReset::Latest => OffsetSpec::Latest,
+            OffsetReset::None => {
+                let tp = &missing[0];
+                return Err(Error::OffsetOutOfRange {
+                    topic: tp.topic.clone(),
+                    partition: tp.partition,
+                    offset: -1,
+                });
+            }
+        };
+        let asks: Vec<(TopicPartition, OffsetSpec)> =
+            missing.into_iter().map(|tp| (tp, spec)).collect();
+        let found = list_offsets(&self.client, &asks).await?;
+        for (tp, listed) in found {
+            if let Some(state) = self.partitions.get_mut(&tp) {
+                if state.position.is_none() {
+                    state.position = Some(listed.offset);
+                    state.generation += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends a fetch to every leader that has none in flight.
+    fn send_fetches(&mut self) {
+        let now = Instant::now();
+        let mut by_leader: HashMap<i32, Vec<(TopicPartition, i64, u64)>> = HashMap::new();
+        let mut need_metadata = false;
+        for (tp, state) in &mut self.partitions {
+            let Some(position) = state.position else {
+                continue;
+            };
+            if state.fetching || state.retry_at.is_some_and(|at| at > now) {
+                continue;
+            }
+            let Some(leader) = self.client.cached_leader(&tp.topic, tp.partition) else {
+                need_metadata = true;
+                state.retry_at = Some(now + self.config.retry_backoff);
+                continue;
+            };
+            if self.brokers_fetching.get(&leader).copied().unwrap_or(0) > 0 {
+                continue;
+            }
+            by_leader
+                .entry(leader)
+                .or_default()
+                .push((tp.clone(), position, state.generation));
+        }
+        if need_metadata {
+            let client = self.client.clone();
+            tokio::spawn(async move {
+                client.invalidate_metadata();
+                if let Err(error) = client.refresh_metadata().await {
+                    tracing::debug!(%error, "consumer metadata refresh failed");
+                }
+            });
+        }
+        for (leader, requested) in by_leader {
+            for (tp, _, _) in &requested {
+                if let Some(state) = self.partitions.get_mut(tp) {
+                    state.fetching = true;
+                }
+            }
+            *self.brokers_fetching.entry(leader).or_default() += 1;
+            let positions: Vec<(TopicPartition, i64)> = requested
+                .iter()
+                .map(|(tp, o, _)| (tp.clone(), *o))
+                .collect();
+            let request = fetcher::fetch_request(&self.config, &positions);
+            let client = self.client.clone();
+            let done = self.done_tx.clone();
+            tokio::spawn(async move {
+                let result = async {
+                    let connection = client.broker_connection(leader).await?;
+                    connection.request(request).await
+                }
+                .await;
+                let _ = done.send(FetchDone {
+                    broker: leader,
+                    requested,
+                    result,
+                });
+            });
+        }
+    }
+
+    /// Turns a fetch answer into records and new positions.
+    fn absorb(&mut self, done: FetchDone, records: &mut Vec<ConsumerRecord>) {
+        if let Some(count) = self.brokers_fetching.get_mut(&done.broker) {
+            *count = count.saturating_sub(1);
+        }
+        let now = Instant::now();
+        let backoff = self.config.retry_backoff;
+        for (tp, _, _) in &done.requested {
+            if let Some(state) = self.partitions.get_mut(tp) {
+                state.fetching = false;
+            }
+        }
+        let response = match done.result {
+            Ok(response) => response,
+            Err(error) => {
+                tracing::debug!(%error, broker = done.broker, "fetch failed");
+                if error.invalidates_metadata() {
+                    self.client.invalidate_metadata();
+                }
+                for (tp, _, _) in &done.requested {
+                    if let Some(state) = self.partitions.get_mut(tp) {
+                        state.retry_at = Some(now + backoff);
+                    }
+                }
+                return;
+            }
+        };
+        if response.error_code != 0 {
+            let code = ErrorCode::from_code(response.error_code);
+            tracing::debug!(?code, "fetch failed as a whole");
+            for (tp, _, _) in &done.requested {
+                if let Some(state) = self.partitions.get_mut(tp) {
+                    state.retry_at = Some(now + backoff);
+                }
+            }
+            return;
+        }
+        let mut stale_metadata = false;
+        for topic in response.responses {
+            for partition in topic.partitions {
+                let tp = TopicPartition::new(topic.topic.0.as_str(), partition.partition_index);
+                let Some((_, requested_offset, generation)) =
+                    done.requested.iter().find(|(t, _, _)| *t == tp)
+                else {
+                    continue;
+                };
+                let Some(state) = self.partitions.get_mut(&tp) else {
+                    continue;
+                };
+                // The partition was sought (or reset) since this fetch left.
+                if state.generation != *generation || state.position != Some(*requested_offset) {
+                    continue;
+                }
+                state.high_watermark = partition.high_watermark;
+                match ErrorCode::from_code(partition.error_code) {
+                    ErrorCode::None => {
+                        let Some(data) = partition.records else {
+                            continue;
+                        };
+                        match fetcher::decode_records(
+                            &state.topic,
+                            tp.partition,
+                            data,
+                            *requested_offset,
+                            self.config.check_crcs,
+                            records,
+                        ) {
+                            Ok(next) => state.position = Some(next),
+                            Err(error) => {
+                                self.deferred_error.get_or_insert(error);
+                            }
+                        }
+                    }
+                    ErrorCode::OffsetOutOfRange => match self.config.auto_offset_reset {
+                        OffsetReset::None => {
+                            self.deferred_error.get_or_insert(Error::OffsetOutOfRange {
+                                topic: tp.topic.clone(),
+                                partition: tp.partition,
+                                offset: *requested_offset,
+                            });
+                        }
+                        _ => {
+                            tracing::info!(%tp, offset = requested_offset, "offset out of range, resetting");
+                            state.position = None;
+                        }
+                    },
+                    code if crate::error::is_stale_metadata_code(code) || code.is_retriable() => {
+                        stale_metadata |= crate::error::is_stale_metadata_code(code);
+                        state.retry_at = Some(now + backoff);
+                    }
+                    code => {
+                        self.deferred_error.get_or_insert(Error::kafka(
+                            code,
+                            format!("fetch from {tp}"),
+                            None,
+                        ));
+                        state.retry_at = Some(now + backoff);
+                    }
+                }
+            }
+        }
+        if stale_metadata {
+            self.client.invalidate_metadata();
+        }
+    }
+}

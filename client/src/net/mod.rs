@@ -1,0 +1,11 @@
+//! Connections to brokers: addresses, TCP and QUIC transports, and API
+//! version negotiation.
+
+mod address;
+mod connection;
+mod quic;
+mod tcp;
+
+pub use address::{parse_bootstrap, BrokerAddress, Transport};
+pub use connection::{BrokerConnection, ConnectionConfig, Request};
+pub use quic::{fingerprint_hex, sha256, QuicTrust, ALPN_KAFKA};

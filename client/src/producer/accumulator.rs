@@ -1,0 +1,398 @@
+//! Per-partition record accumulators.
+//!
+//! Each partition has at most one *open* batch, a RecordBatchBuilder that
+//! records are encoded into as they are sent (their one copy), and a queue
+//! of *sealed* batches, built and waiting for the sender. A batch is sealed
+//! when it reaches `batch_size`, when its `linger` expires, or on flush.
+//!
+//! With idempotence, a batch's base sequence is the partition's next
+//! sequence when it is sealed; since a partition's batches are sealed in
+//! order and sent in order, the sequences the broker sees are contiguous.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use skiff_protocol::batch::{
+    Compression, RecordBatchBuilder, RecordBatchBuilderConfig, NO_PRODUCER_EPOCH, NO_PRODUCER_ID,
+    NO_SEQUENCE,
+};
+
+use super::batch::{add_sequence, BatchOutcome, OpenBatch, ProducerBatch};
+use super::partitioner::next_sticky;
+use crate::error::Error;
+
+/// The producer id and epoch in use (or none without idempotence).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ProducerIdentity {
+    pub id: i64,
+    pub epoch: i16,
+}
+
+impl ProducerIdentity {
+    pub const NONE: ProducerIdentity = ProducerIdentity {
+        id: NO_PRODUCER_ID,
+        epoch: NO_PRODUCER_EPOCH,
+    };
+
+    pub fn is_idempotent(&self) -> bool {
+        self.id >= 0
+    }
+}
+
+/// One partition's batches.
+#[derive(Default)]
+pub(crate) struct PartitionQueue {
+    pub open: Option<OpenBatch>,
+    /// Sealed batches in creation order (retries are put back in order).
+    pub ready: VecDeque<ProducerBatch>,
+    pub in_flight: usize,
+    pub next_sequence: i32,
+    /// Sequence of the last record the broker acknowledged, -1 if none yet.
+    pub last_acked_sequence: i32,
+}
+
+impl PartitionQueue {
+    fn new() -> Self {
+        PartitionQueue {
+            last_acked_sequence: -1,
+            ..Default::default()
+        }
+    }
+
+    /// Puts a batch back for a retry, keeping creation order.
+    pub fn requeue(&mut self, batch: ProducerBatch) {
+        let at = self
+            .ready
+            .iter()
+            .position(|b| b.id > batch.id)
+            .unwrap_or(self.ready.len());
+        self.ready.insert(at, batch);
+    }
+}
+
+pub(crate) struct TopicQueues {
+    pub name: Arc<str>,
+    pub partitions: Vec<PartitionQueue>,
+    sticky: Option<i32>,
+    previous_sticky: Option<i32>,
+}
+
+/// All partitions' accumulators, guarded by the producer's lock.
+pub(crate) struct Accumulator {
+    pub topics: HashMap<Arc<str>, TopicQueues>,
+    pub identity: ProducerIdentity,
+    compression: Compression,
+    batch_size: usize,
+    next_batch_id: u64,
+    /// Batches not yet completed (open, queued, or in flight).
+    pub incomplete_batches: usize,
+}
+
+/// Where a record went.
+pub(crate) struct Appended {
+    pub outcome: Arc<BatchOutcome>,
+    pub partition: i32,
+    pub index: i32,
+    /// A batch was sealed (or a new one opened): the sender should look.
+    pub wake_sender: bool,
+}
+
+/// One record's fields, borrowed.
+pub(crate) struct RecordParts<'a> {
+    pub timestamp: i64,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+    pub headers: &'a [(&'a [u8], Option<&'a [u8]>)],
+}
+
+impl Accumulator {
+    pub fn new(identity: ProducerIdentity, compression: Compression, batch_size: usize) -> Self {
+        Accumulator {
+            topics: HashMap::new(),
+            identity,
+            compression,
+            batch_size,
+            next_batch_id: 0,
+            incomplete_batches: 0,
+        }
+    }
+
+    fn topic_mut(&mut self, topic: &str, partitions: i32) -> &mut TopicQueues {
+        if !self.topics.contains_key(topic) {
+            let name: Arc<str> = Arc::from(topic);
+            self.topics.insert(
+                Arc::clone(&name),
+                TopicQueues {
+                    name,
+                    partitions: Vec::new(),
+                    sticky: None,
+                    previous_sticky: None,
+                },
+            );
+        }
+        let queues = self
+            .topics
+            .get_mut(topic)
+            .unwrap_or_else(|| unreachable!("inserted above"));
+        // Partitions can be added to a topic, never removed.
+        while queues.partitions.len() < partitions as usize {
+            queues.partitions.push(PartitionQueue::new());
+        }
+        queues
+    }
+
+    /// The sticky partition for keyless records of `topic`.
+    pub fn sticky_partition(&mut self, topic: &str, partitions: i32) -> i32 {
+        let queues = self.topic_mut(topic, partitions);
+        match queues.sticky {
+            Some(partition) if partition < partitions => partition,
+            _ => {
+                let partition = next_sticky(queues.previous_sticky, partitions);
+                queues.sticky = Some(partition);
+                partition
+            }
+        }
+    }
+
+    /// Appends a record to the open batch of `topic`/`partition`, sealing
+    /// the open batch first if the record would overflow it.
+    pub fn append(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        partitions: i32,
+        record: &RecordParts<'_>,
+        reserved_bytes: usize,
+        now: Instant,
+    ) -> Appended {
+        assert!(
+            (0..partitions).contains(&partition),
+            "partition checked by the caller"
+        );
+        let batch_size = self.batch_size;
+        let mut wake_sender = false;
+        let needs_new = {
+            let queue = &mut self.topic_mut(topic, partitions).partitions[partition as usize];
+            match &queue.open {
+                Some(open) => {
+                    let size = open.builder.record_bytes(
+                        record.timestamp,
+                        record.key,
+                        record.value,
+                        record.headers,
+                    );
+                    !open.builder.is_empty() && open.builder.estimated_bytes() + size > batch_size
+                }
+                None => true,
+            }
+        };
+        if needs_new {
+            self.seal(topic, partition);
+            let identity = self.identity;
+            let compression = self.compression;
+            let queue = &mut self.topic_mut(topic, partitions).partitions[partition as usize];
+            // The sequence this batch will get when sealed, unless an epoch
+            // bump intervenes (then `seal` restamps it).
+            let config = RecordBatchBuilderConfig {
+                compression,
+                producer_id: identity.id,
+                producer_epoch: identity.epoch,
+                base_sequence: if identity.is_idempotent() {
+                    queue.next_sequence
+                } else {
+                    NO_SEQUENCE
+                },
+                ..Default::default()
+            };
+            queue.open = Some(OpenBatch {
+                builder: RecordBatchBuilder::with_capacity(config, batch_size),
+                outcome: Arc::new(BatchOutcome::default()),
+                created: now,
+                reserved_bytes: 0,
+            });
+            self.incomplete_batches += 1;
+            wake_sender = true;
+        }
+        let queue = &mut self.topic_mut(topic, partitions).partitions[partition as usize];
+        let open = queue
+            .open
+            .as_mut()
+            .unwrap_or_else(|| unreachable!("opened above"));
+        open.builder
+            .append(record.timestamp, record.key, record.value, record.headers);
+        open.reserved_bytes += reserved_bytes;
+        let appended = Appended {
+            outcome: Arc::clone(&open.outcome),
+            partition,
+            index: open.builder.records_count() - 1,
+            wake_sender,
+        };
+        if open.builder.estimated_bytes() >= batch_size {
+            self.seal(topic, partition);
+            return Appended {
+                wake_sender: true,
+                ..appended
+            };
+        }
+        appended
+    }
+
+    /// Builds the open batch of a partition and queues it. A batch that
+    /// fails to build (a codec error) is failed at once; returns the bytes
+    /// its records had reserved in that case.
+    pub fn seal(&mut self, topic: &str, partition: i32) -> Option<usize> {
+        let identity = self.identity;
+        let id = self.next_batch_id;
+        let queues = self.topics.get_mut(topic)?;
+        let queue = queues.partitions.get_mut(partition as usize)?;
+        let open = queue.open.take()?;
+        if queues.sticky == Some(partition) {
+            queues.previous_sticky = Some(partition);
+            queues.sticky = None;
+        }
+        let records = open.builder.records_count();
+        let stamped = *open.builder.config();
+        let bytes = match open.builder.build() {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                open.outcome.complete(Err(Error::Encode(error)));
+                self.incomplete_batches -= 1;
+                return Some(open.reserved_bytes);
+            }
+        };
+        self.next_batch_id += 1;
+        let base_sequence = if identity.is_idempotent() {
+            queue.next_sequence
+        } else {
+            NO_SEQUENCE
+        };
+        let mut batch = ProducerBatch {
+            id,
+            topic: Arc::clone(&queues.name),
+            partition,
+            bytes,
+            records,
+            producer_id: stamped.producer_id,
+            producer_epoch: stamped.producer_epoch,
+            base_sequence: stamped.base_sequence,
+            outcome: open.outcome,
+            created: open.created,
+            reserved_bytes: open.reserved_bytes,
+            attempts: 0,
+            retry_at: None,
+            last_error: None,
+        };
+        if identity.is_idempotent() {
+            let current = (identity.id, identity.epoch, base_sequence);
+            if (batch.producer_id, batch.producer_epoch, batch.base_sequence) != current {
+                batch.restamp(identity.id, identity.epoch, base_sequence);
+            }
+            queue.next_sequence = add_sequence(base_sequence, records);
+        }
+        queue.ready.push_back(batch);
+        None
+    }
+
+    /// After an epoch bump: every queued batch gets the new identity and
+    /// sequences from zero, in order, and acknowledged state is forgotten.
+    pub fn resequence(&mut self, identity: ProducerIdentity) {
+        self.identity = identity;
+        for queues in self.topics.values_mut() {
+            for queue in &mut queues.partitions {
+                let mut sequence = 0;
+                for batch in &mut queue.ready {
+                    batch.restamp(identity.id, identity.epoch, sequence);
+                    sequence = add_sequence(sequence, batch.records);
+                }
+                queue.next_sequence = sequence;
+                queue.last_acked_sequence = -1;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use skiff_protocol::batch::RecordBatchView;
+
+    fn record(value: &[u8]) -> RecordParts<'_> {
+        RecordParts {
+            timestamp: 1,
+            key: None,
+            value: Some(value),
+            headers: &[],
+        }
+    }
+
+    /// Batches seal at batch_size and get contiguous sequences per partition.
+    #[test]
+    fn batches_seal_at_size_with_contiguous_sequences() {
+        let identity = ProducerIdentity { id: 3, epoch: 1 };
+        let mut acc = Accumulator::new(identity, Compression::None, 200);
+        let now = Instant::now();
+        let value = [7u8; 50];
+        for _ in 0..7 {
+            acc.append("t", 0, 2, &record(&value), 50, now);
+        }
+        acc.seal("t", 0);
+        let queue = &acc.topics.get("t").unwrap().partitions[0];
+        let mut expected_sequence = 0;
+        let mut total = 0;
+        for batch in &queue.ready {
+            let view = RecordBatchView::new(batch.bytes.clone()).unwrap();
+            view.validate().unwrap();
+            let header = view.header();
+            assert_eq!((header.producer_id, header.producer_epoch), (3, 1));
+            assert_eq!(header.base_sequence, expected_sequence);
+            assert!(batch.bytes.len() <= 200 || header.records_count == 1);
+            expected_sequence += header.records_count;
+            total += header.records_count;
+        }
+        assert!(
+            queue.ready.len() >= 2,
+            "7 records of 50 bytes do not fit one 200-byte batch"
+        );
+        assert_eq!(total, 7);
+        assert_eq!(queue.next_sequence, 7);
+        assert_eq!(acc.incomplete_batches, queue.ready.len());
+    }
+
+    /// Keyless records stick to one partition until its batch is sealed.
+    #[test]
+    fn sticky_partition_changes_when_its_batch_seals() {
+        let mut acc = Accumulator::new(ProducerIdentity::NONE, Compression::None, 1 << 20);
+        let first = acc.sticky_partition("t", 8);
+        assert_eq!(acc.sticky_partition("t", 8), first);
+        acc.append("t", first, 8, &record(b"x"), 1, Instant::now());
+        assert_eq!(acc.sticky_partition("t", 8), first);
+        acc.seal("t", first);
+        let second = acc.sticky_partition("t", 8);
+        assert_ne!(first, second);
+    }
+
+    /// Resequencing after an epoch bump renumbers queued batches from zero.
+    #[test]
+    fn resequence_restarts_at_zero() {
+        let mut acc = Accumulator::new(ProducerIdentity { id: 1, epoch: 0 }, Compression::None, 1);
+        let now = Instant::now();
+        for _ in 0..3 {
+            acc.append("t", 0, 1, &record(b"abc"), 3, now);
+        }
+        acc.topics.get_mut("t").unwrap().partitions[0]
+            .ready
+            .pop_front();
+        acc.resequence(ProducerIdentity { id: 1, epoch: 1 });
+        let queue = &acc.topics.get("t").unwrap().partitions[0];
+        let sequences: Vec<i32> = queue.ready.iter().map(|b| b.base_sequence).collect();
+        assert_eq!(sequences, vec![0, 1]);
+        for batch in &queue.ready {
+            let view = RecordBatchView::new(batch.bytes.clone()).unwrap();
+            view.validate().unwrap();
+            assert_eq!(view.header().producer_epoch, 1);
+        }
+        assert_eq!(queue.next_sequence, 2);
+    }
+}

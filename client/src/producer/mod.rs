@@ -1,0 +1,540 @@
+//! The producer: records in, acknowledged offsets out.
+//!
+//! [`Producer::send`] picks the record's partition, encodes the record into
+//! that partition's open batch (its only copy), and returns a
+//! [`DeliveryFuture`]. A background sender task seals batches when they are
+//! full or their linger expires, groups them by partition leader into
+//! Produce requests (at most `max_in_flight` per broker), and resolves the
+//! futures from the responses, retrying what can be retried.
+//!
+//! Idempotence (on by default, as in the Java client) gives every batch a
+//! producer id, epoch and per-partition sequence number, so the broker
+//! drops a retried batch it already appended and refuses one that would
+//! leave a gap: retries neither duplicate nor reorder records. When the
+//! broker reports a gap it cannot explain (OUT_OF_ORDER_SEQUENCE_NUMBER for
+//! the next expected batch) or has forgotten the producer
+//! (UNKNOWN_PRODUCER_ID), the producer waits for its in-flight requests,
+//! bumps its epoch with InitProducerId (KIP-360) and renumbers the queued
+//! batches from zero, as the Java client does.
+
+mod accumulator;
+mod batch;
+mod partitioner;
+mod sender;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use skiff_protocol::api::messages::InitProducerIdRequest;
+use skiff_protocol::batch::Compression;
+use skiff_protocol::ErrorCode;
+use tokio::sync::{Notify, Semaphore};
+
+pub use batch::{DeliveryFuture, RecordMetadata};
+pub use partitioner::{DefaultPartitioner, Partitioner};
+
+use crate::client::Client;
+use crate::error::{Error, Result};
+use accumulator::{Accumulator, ProducerIdentity, RecordParts};
+
+/// How many replicas must have a batch before the broker answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Acks {
+    /// No answer at all: fire and forget (offsets are unknown, -1).
+    None,
+    /// The leader has appended it.
+    Leader,
+    /// Every in-sync replica has it (required for idempotence).
+    #[default]
+    All,
+}
+
+impl Acks {
+    /// The value of the Produce request's `acks` field.
+    pub fn wire_value(self) -> i16 {
+        match self {
+            Acks::None => 0,
+            Acks::Leader => 1,
+            Acks::All => -1,
+        }
+    }
+
+    /// Parses Kafka's spelling: `0`, `1`, `all` or `-1`.
+    pub fn parse(text: &str) -> Option<Acks> {
+        match text {
+            "0" => Some(Acks::None),
+            "1" => Some(Acks::Leader),
+            "all" | "-1" => Some(Acks::All),
+            _ => None,
+        }
+    }
+}
+
+/// Producer settings. Defaults follow the Java client.
+#[derive(Debug, Clone)]
+pub struct ProducerConfig {
+    /// Acknowledgement level (default all).
+    pub acks: Acks,
+    /// How long a batch may wait for more records before it is sent (default 5 ms).
+    pub linger: Duration,
+    /// Bytes after which a partition's batch is sealed (default 16 KiB).
+    pub batch_size: usize,
+    /// Produce requests in flight per broker (default 5; at most 5 with idempotence).
+    pub max_in_flight: usize,
+    /// Compression codec of the batches (default none).
+    pub compression: Compression,
+    /// How long a Produce request may wait for its response (default 30 s).
+    pub request_timeout: Duration,
+    /// Upper bound on the time from `send` to success or failure, retries
+    /// included (default 120 s).
+    pub delivery_timeout: Duration,
+    /// Retries of a failed batch before giving up (default: unbounded,
+    /// within the delivery timeout).
+    pub retries: u32,
+    /// Wait before the first retry; doubles per attempt (default 100 ms).
+    pub retry_backoff: Duration,
+    /// Cap of the retry backoff (default 1 s).
+    pub retry_backoff_max: Duration,
+    /// Idempotence. `None` (the default) turns it on unless `acks` is not
+    /// `All` or `max_in_flight` exceeds 5; `Some(true)` with such settings
+    /// is a configuration error.
+    pub idempotence: Option<bool>,
+    /// Bytes of records the producer may hold unsent; `send` waits when
+    /// they are used up (default 32 MiB).
+    pub buffer_memory: usize,
+    /// Largest Produce request, and so the largest record (default 1 MiB).
+    pub max_request_size: usize,
+    /// Picks partitions for records without an explicit one.
+    pub partitioner: Arc<dyn Partitioner>,
+}
+
+impl Default for ProducerConfig {
+    fn default() -> Self {
+        ProducerConfig {
+            acks: Acks::All,
+            linger: Duration::from_millis(5),
+            batch_size: 16 * 1024,
+            max_in_flight: 5,
+            compression: Compression::None,
+            request_timeout: Duration::from_secs(30),
+            delivery_timeout: Duration::from_secs(120),
+            retries: u32::MAX,
+            retry_backoff: Duration::from_millis(100),
+            retry_backoff_max: Duration::from_secs(1),
+            idempotence: None,
+            buffer_memory: 32 * 1024 * 1024,
+            max_request_size: 1024 * 1024,
+            partitioner: Arc::new(DefaultPartitioner),
+        }
+    }
+}
+
+/// Idempotence may be on only with acks=all, at most 5 requests in flight
+/// and retries allowed (Kafka's rules).
+const IDEMPOTENT_IN_FLIGHT_MAX: usize = 5;
+
+impl ProducerConfig {
+    /// Whether these settings produce idempotently; an error for
+    /// contradictory settings.
+    pub fn idempotent(&self) -> Result<bool> {
+        let compatible = self.acks == Acks::All
+            && self.max_in_flight <= IDEMPOTENT_IN_FLIGHT_MAX
+            && self.retries > 0;
+        match self.idempotence {
+            None => Ok(compatible),
+            Some(false) => Ok(false),
+            Some(true) if compatible => Ok(true),
+            Some(true) => Err(Error::Config(format!(
+                "idempotence needs acks=all, max_in_flight <= {IDEMPOTENT_IN_FLIGHT_MAX} and retries > 0 \
+                 (have acks={:?}, max_in_flight={}, retries={})",
+                self.acks, self.max_in_flight, self.retries
+            ))),
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.batch_size == 0 || self.max_in_flight == 0 || self.buffer_memory == 0 {
+            return Err(Error::Config(
+                "batch_size, max_in_flight and buffer_memory must be positive".into(),
+            ));
+        }
+        if self.buffer_memory > u32::MAX as usize {
+            return Err(Error::Config("buffer_memory must be below 4 GiB".into()));
+        }
+        if self.delivery_timeout < self.linger + self.request_timeout {
+            return Err(Error::Config(
+                "delivery_timeout must be at least linger + request_timeout".into(),
+            ));
+        }
+        self.idempotent().map(|_| ())
+    }
+}
+
+/// A record to send. Key, value and headers are borrowed: `send` copies
+/// them once, into the batch.
+#[derive(Debug, Clone, Copy)]
+pub struct ProducerRecord<'a> {
+    /// Destination topic.
+    pub topic: &'a str,
+    /// An explicit partition, bypassing the partitioner.
+    pub partition: Option<i32>,
+    /// The key; records with equal keys go to the same partition.
+    pub key: Option<&'a [u8]>,
+    /// The value; `None` is a tombstone.
+    pub value: Option<&'a [u8]>,
+    /// Headers: (key, optional value) pairs.
+    pub headers: &'a [(&'a [u8], Option<&'a [u8]>)],
+    /// Create time in ms since the epoch; now if `None`.
+    pub timestamp: Option<i64>,
+}
+
+impl<'a> ProducerRecord<'a> {
+    /// A record with a value and nothing else.
+    pub fn new(topic: &'a str, value: &'a [u8]) -> Self {
+        ProducerRecord {
+            topic,
+            partition: None,
+            key: None,
+            value: Some(value),
+            headers: &[],
+            timestamp: None,
+        }
+    }
+
+    /// Sets the key.
+    pub fn key(mut self, key: &'a [u8]) -> Self {
+        self.key = Some(key);
+        self
+    }
+
+    /// Sends to this partition.
+    pub fn partition(mut self, partition: i32) -> Self {
+        self.partition = Some(partition);
+        self
+    }
+
+    /// Sets the headers.
+    pub fn headers(mut self, headers: &'a [(&'a [u8], Option<&'a [u8]>)]) -> Self {
+        self.headers = headers;
+        self
+    }
+
+    /// Sets the create timestamp (ms since the Unix epoch).
+    pub fn timestamp(mut self, timestamp_ms: i64) -> Self {
+        self.timestamp = Some(timestamp_ms);
+        self
+    }
+
+    fn estimated_bytes(&self) -> usize {
+        const RECORD_OVERHEAD_BYTES: usize = 24;
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|(k, v)| k.len() + v.map_or(0, <[u8]>::len) + 10)
+            .sum();
+        RECORD_OVERHEAD_BYTES
+            + self.key.map_or(0, <[u8]>::len)
+            + self.value.map_or(0, <[u8]>::len)
+            + headers
+    }
+}
+
+/// State shared by the producer handle and its sender task.
+pub(crate) struct Shared {
+    pub client: Client,
+    pub config: ProducerConfig,
+    pub accumulator: Mutex<Accumulator>,
+    /// Wakes the sender: a batch was sealed or opened, a flush or close began.
+    pub wake: Notify,
+    /// Signalled whenever a batch completes (for flush).
+    pub done: Notify,
+    pub buffer: Semaphore,
+    pub closing: AtomicBool,
+    pub flushing: AtomicUsize,
+    pub failed_records: AtomicU64,
+    pub first_failure: Mutex<Option<Error>>,
+}
+
+/// Sends records to a cluster. Cheap to share behind an `Arc`; `send` takes `&self`.
+pub struct Producer {
+    shared: Arc<Shared>,
+    sender: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producer").finish_non_exhaustive()
+    }
+}
+
+impl Producer {
+    /// A producer on `client`. With idempotence, obtains a producer id first.
+    pub async fn new(client: Client, config: ProducerConfig) -> Result<Producer> {
+        config.validate()?;
+        let identity = if config.idempotent()? {
+            init_producer_id(&client, None, config.request_timeout).await?
+        } else {
+            ProducerIdentity::NONE
+        };
+        let shared = Arc::new(Shared {
+            accumulator: Mutex::new(Accumulator::new(
+                identity,
+                config.compression,
+                config.batch_size,
+            )),
+            buffer: Semaphore::new(config.buffer_memory),
+            client,
+            config,
+            wake: Notify::new(),
+            done: Notify::new(),
+            closing: AtomicBool::new(false),
+            flushing: AtomicUsize::new(0),
+            failed_records: AtomicU64::new(0),
+            first_failure: Mutex::new(None),
+        });
+        let sender = tokio::spawn(sender::run(Arc::clone(&shared)));
+        Ok(Producer {
+            shared,
+            sender: Mutex::new(Some(sender)),
+        })
+    }
+
+    /// The producer id and epoch in use, `(-1, -1)` without idempotence.
+    pub fn producer_id_and_epoch(&self) -> (i64, i16) {
+        self.shared
+            .accumulator
+            .lock()
+            .map(|a| (a.identity.id, a.identity.epoch))
+            .unwrap_or((-1, -1))
+    }
+
+    /// Queues a record and returns the future of its delivery. Waits while
+    /// the buffer is full, and for the topic's metadata the first time.
+    pub async fn send(&self, record: ProducerRecord<'_>) -> Result<DeliveryFuture> {
+        let shared = &self.shared;
+        if shared.closing.load(Ordering::Acquire) {
+            return Err(Error::Closed("producer"));
+        }
+        let reserved = record.estimated_bytes();
+        if reserved > shared.config.max_request_size {
+            return Err(Error::RecordTooLarge {
+                record_bytes: reserved,
+                limit: "max_request_size",
+                limit_bytes: shared.config.max_request_size,
+            });
+        }
+        if reserved > shared.config.buffer_memory {
+            return Err(Error::RecordTooLarge {
+                record_bytes: reserved,
+                limit: "buffer_memory",
+                limit_bytes: shared.config.buffer_memory,
+            });
+        }
+        let topic = shared.client.topic(record.topic).await?;
+        let partitions = topic.partition_count();
+        let permit = shared
+            .buffer
+            .acquire_many(reserved as u32)
+            .await
+            .map_err(|_| Error::Closed("producer"))?;
+        let timestamp = record.timestamp.unwrap_or_else(now_ms);
+        let appended = {
+            let mut acc = shared
+                .accumulator
+                .lock()
+                .map_err(|_| Error::Closed("producer"))?;
+            let partition = match record.partition {
+                Some(partition) => partition,
+                None => match shared.config.partitioner.partition(
+                    record.topic,
+                    record.key,
+                    record.value,
+                    partitions,
+                ) {
+                    Some(partition) => partition,
+                    None => acc.sticky_partition(record.topic, partitions),
+                },
+            };
+            if !(0..partitions).contains(&partition) {
+                return Err(Error::UnknownPartition {
+                    topic: record.topic.to_string(),
+                    partition,
+                    partitions,
+                });
+            }
+            let parts = RecordParts {
+                timestamp,
+                key: record.key,
+                value: record.value,
+                headers: record.headers,
+            };
+            acc.append(
+                record.topic,
+                partition,
+                partitions,
+                &parts,
+                reserved,
+                Instant::now(),
+            )
+        };
+        // Released when the batch completes.
+        permit.forget();
+        if appended.wake_sender {
+            shared.wake.notify_one();
+        }
+        Ok(DeliveryFuture::new(
+            appended.outcome,
+            appended.partition,
+            appended.index,
+            timestamp,
+        ))
+    }
+
+    /// Sends everything queued now, without waiting for linger, and waits
+    /// until every record accepted so far is acknowledged or has failed.
+    /// Reports the records that failed since the previous flush.
+    pub async fn flush(&self) -> Result<()> {
+        let shared = &self.shared;
+        shared.flushing.fetch_add(1, Ordering::AcqRel);
+        shared.wake.notify_one();
+        loop {
+            let notified = shared.done.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let incomplete = shared
+                .accumulator
+                .lock()
+                .map(|a| a.incomplete_batches)
+                .unwrap_or(0);
+            if incomplete == 0 {
+                break;
+            }
+            notified.await;
+        }
+        shared.flushing.fetch_sub(1, Ordering::AcqRel);
+        let failed = shared.failed_records.swap(0, Ordering::AcqRel);
+        let first = shared.first_failure.lock().ok().and_then(|mut f| f.take());
+        match (failed, first) {
+            (0, _) => Ok(()),
+            (failed_records, first_error) => Err(Error::Undelivered {
+                failed_records,
+                first_error: Box::new(first_error.unwrap_or(Error::Closed("producer"))),
+            }),
+        }
+    }
+
+    /// Flushes, then stops the sender. Further sends fail with `Closed`.
+    pub async fn close(self) -> Result<()> {
+        let flushed = self.flush().await;
+        self.shared.closing.store(true, Ordering::Release);
+        self.shared.wake.notify_one();
+        let sender = self.sender.lock().ok().and_then(|mut s| s.take());
+        if let Some(sender) = sender {
+            let _ = sender.await;
+        }
+        flushed
+    }
+}
+
+impl Drop for Producer {
+    /// Dropping without `close` still lets the sender deliver what is
+    /// queued (it exits when done), but no one can wait for it.
+    fn drop(&mut self) {
+        self.shared.closing.store(true, Ordering::Release);
+        self.shared.wake.notify_one();
+    }
+}
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// InitProducerId: a fresh producer id, or with `current`, the same id with
+/// a bumped epoch (KIP-360; brokers without it hand out a fresh id).
+pub(crate) async fn init_producer_id(
+    client: &Client,
+    current: Option<ProducerIdentity>,
+    timeout: Duration,
+) -> Result<ProducerIdentity> {
+    let deadline = Instant::now() + timeout;
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let attempt = async {
+            let connection = client.any_connection().await?;
+            let mut request = InitProducerIdRequest::default()
+                .with_transactional_id(None)
+                .with_transaction_timeout_ms(i32::MAX);
+            if let Some(current) = current {
+                if connection.supports(skiff_protocol::api::ApiKey::InitProducerId, 3) {
+                    request = request
+                        .with_producer_id(current.id.into())
+                        .with_producer_epoch(current.epoch);
+                }
+            } else {
+                request = request
+                    .with_producer_id((-1i64).into())
+                    .with_producer_epoch(-1);
+            }
+            let response = connection.request(request).await?;
+            match ErrorCode::from_code(response.error_code) {
+                ErrorCode::None => Ok(ProducerIdentity {
+                    id: response.producer_id.0,
+                    epoch: response.producer_epoch,
+                }),
+                code => Err(Error::kafka(code, "InitProducerId", None)),
+            }
+        };
+        match attempt.await {
+            Ok(identity) => return Ok(identity),
+            Err(error) if error.is_retriable() && Instant::now() + backoff < deadline => {
+                tracing::debug!(%error, "InitProducerId failed, retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// Idempotence follows Kafka's rules: on by default only with settings
+    /// that allow it, and an explicit request with bad settings is an error.
+    #[test]
+    fn idempotence_rules() {
+        let default = ProducerConfig::default();
+        assert!(default.idempotent().unwrap());
+        let leader_acks = ProducerConfig {
+            acks: Acks::Leader,
+            ..ProducerConfig::default()
+        };
+        assert!(!leader_acks.idempotent().unwrap());
+        let forced = ProducerConfig {
+            idempotence: Some(true),
+            ..leader_acks
+        };
+        assert!(matches!(forced.idempotent(), Err(Error::Config(_))));
+        let too_many = ProducerConfig {
+            max_in_flight: 6,
+            idempotence: Some(true),
+            ..ProducerConfig::default()
+        };
+        assert!(matches!(too_many.validate(), Err(Error::Config(_))));
+    }
+
+    /// Kafka's spellings of acks parse; others do not.
+    #[test]
+    fn acks_parse() {
+        assert_eq!(Acks::parse("all"), Some(Acks::All));
+        assert_eq!(Acks::parse("-1"), Some(Acks::All));
+        assert_eq!(Acks::parse("0").map(Acks::wire_value), Some(0));
+        assert_eq!(Acks::parse("2"), None);
+    }
+}

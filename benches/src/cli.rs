@@ -170,6 +170,9 @@ pub struct WorkloadArgs {
     /// Where the embedded broker's temporary data dir (and the write probes) go.
     #[arg(long, value_name = "DIR")]
     pub data_parent: Option<PathBuf>,
+    /// The broker's QUIC certificate (PEM) to trust with --bootstrap and --transport quic.
+    #[arg(long, value_name = "FILE")]
+    pub quic_cert: Option<PathBuf>,
     /// Transport between client and broker.
     #[arg(long, value_enum, default_value_t = Transport::Tcp)]
     pub transport: Transport,
@@ -238,6 +241,9 @@ pub struct WorkloadArgs {
     /// Measured payload bytes in total (e.g. 1GB, 5GB).
     #[arg(long, value_parser = parse_size_arg)]
     pub total: Option<u64>,
+    /// Most bytes a consumer fetches per partition per request.
+    #[arg(long, value_parser = parse_size_arg, default_value = "4MiB")]
+    pub partition_fetch_bytes: u64,
     /// Unmeasured run before the measurement starts (e.g. 2s).
     #[arg(long, value_parser = parse_duration_arg, default_value = "0")]
     pub warmup: Duration,

@@ -23,7 +23,10 @@ use tempfile::TempDir;
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The skiffd flag selecting when produce requests are acknowledged.
-const DURABILITY_FLAG: &str = "--durability";
+const DURABILITY_FLAG: &str = "--topic-flush-mode";
+
+/// Where skiffd writes its self-signed QUIC certificate, in its data dir.
+pub const QUIC_CERT_FILE: &str = "quic-cert.pem";
 
 /// The broker's durability mode (the flush policy of its partitions).
 #[derive(
@@ -50,15 +53,16 @@ impl fmt::Display for Durability {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Listening {
     pub tcp: SocketAddr,
-    pub quic: SocketAddr,
-    pub metrics: SocketAddr,
+    /// `None` when the broker runs without that listener (`quic=off`).
+    pub quic: Option<SocketAddr>,
+    pub metrics: Option<SocketAddr>,
 }
 
 impl FromStr for Listening {
     type Err = anyhow::Error;
 
-    /// Parses `skiffd listening tcp=ADDR quic=ADDR metrics=ADDR` (fields in any
-    /// order; unknown `key=value` fields are ignored so the line may grow).
+    /// Parses `skiffd listening tcp=ADDR quic=ADDR|off metrics=ADDR|off` (fields
+    /// in any order; unknown `key=value` fields are ignored so the line may grow).
     fn from_str(line: &str) -> Result<Self> {
         let rest = line
             .trim()
@@ -75,14 +79,19 @@ impl FromStr for Listening {
                 "metrics" => &mut metrics,
                 _ => continue,
             };
-            *slot = Some(
-                value
-                    .parse::<SocketAddr>()
-                    .with_context(|| format!("bad {key} address {value:?}"))?,
-            );
+            *slot = Some(match value {
+                "off" => None,
+                _ => Some(
+                    value
+                        .parse::<SocketAddr>()
+                        .with_context(|| format!("bad {key} address {value:?}"))?,
+                ),
+            });
         }
         Ok(Listening {
-            tcp: tcp.ok_or_else(|| anyhow!("no tcp= in {line:?}"))?,
+            tcp: tcp
+                .flatten()
+                .ok_or_else(|| anyhow!("no tcp address in {line:?}"))?,
             quic: quic.ok_or_else(|| anyhow!("no quic= in {line:?}"))?,
             metrics: metrics.ok_or_else(|| anyhow!("no metrics= in {line:?}"))?,
         })
@@ -183,21 +192,32 @@ impl EmbeddedBroker {
             child,
             listening: Listening {
                 tcp: SocketAddr::from(([127, 0, 0, 1], 0)),
-                quic: SocketAddr::from(([127, 0, 0, 1], 0)),
-                metrics: SocketAddr::from(([127, 0, 0, 1], 0)),
+                quic: None,
+                metrics: None,
             },
             data_dir,
             log_path,
             _root: root,
         };
-        match receiver.recv_timeout(START_TIMEOUT) {
-            Ok(line) => broker.listening = line.parse()?,
-            Err(_) => {
-                let status = broker.child.try_wait().ok().flatten();
-                bail!(
-                    "skiffd did not announce its addresses within {START_TIMEOUT:?} (exit status {status:?}); its log:\n{}",
-                    broker.log_tail()
-                );
+        let deadline = std::time::Instant::now() + START_TIMEOUT;
+        loop {
+            match receiver.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) => {
+                    broker.listening = line.parse()?;
+                    break;
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) if std::time::Instant::now() < deadline => {
+                    if let Ok(Some(status)) = broker.child.try_wait() {
+                        bail!("skiffd exited ({status}) before announcing its addresses; its log:\n{}", broker.log_tail());
+                    }
+                }
+                Err(_) => {
+                    let status = broker.child.try_wait().ok().flatten();
+                    bail!(
+                        "skiffd did not announce `skiffd listening …` within {START_TIMEOUT:?} or closed its stdout (exit status {status:?}); its log:\n{}",
+                        broker.log_tail()
+                    );
+                }
             }
         }
         Ok(broker)
@@ -246,8 +266,13 @@ mod tests {
             "skiffd listening tcp=127.0.0.1:40001 quic=127.0.0.1:40002 metrics=127.0.0.1:40003"
                 .parse()?;
         assert_eq!(listening.tcp, "127.0.0.1:40001".parse()?);
-        assert_eq!(listening.quic, "127.0.0.1:40002".parse()?);
-        assert_eq!(listening.metrics, "127.0.0.1:40003".parse()?);
+        assert_eq!(listening.quic, Some("127.0.0.1:40002".parse()?));
+        assert_eq!(listening.metrics, Some("127.0.0.1:40003".parse()?));
+        let quiet: Listening = "skiffd listening tcp=127.0.0.1:1 quic=off metrics=off".parse()?;
+        assert_eq!((quiet.quic, quiet.metrics), (None, None));
+        assert!("skiffd listening tcp=off quic=off metrics=off"
+            .parse::<Listening>()
+            .is_err());
         let reordered: Listening =
             "skiffd listening metrics=127.0.0.1:3 version=0.1 tcp=127.0.0.1:1 quic=127.0.0.1:2\n"
                 .parse()?;

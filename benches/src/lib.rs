@@ -13,6 +13,7 @@ pub mod procstat;
 pub mod progress;
 pub mod report;
 pub mod run;
+pub mod scenario;
 pub mod stats;
 pub mod units;
 pub mod workload;

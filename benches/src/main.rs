@@ -1,21 +1,89 @@
 //! `skiff-bench`: see `skiff-bench --help` and BENCHMARKS.md.
 
-use std::path::PathBuf;
+use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Parser;
 
-use skiff_bench::cli::{Cli, Command, LimitsArgs};
+use skiff_bench::cli::{Cli, Command, LimitsArgs, ScenarioArgs, WorkloadArgs, WorkloadKind};
 use skiff_bench::limits;
+use skiff_bench::report::Report;
+use skiff_bench::run::{run_workload, Target};
+use skiff_bench::scenario;
+use skiff_bench::workload::skiff::SkiffConnector;
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    let command_line = std::env::args().collect::<Vec<_>>().join(" ");
     match cli.command {
         Command::Limits(args) => run_limits(&args),
-        Command::Produce(_) | Command::Consume(_) | Command::E2e(_) | Command::Scenario(_) => {
-            anyhow::bail!("workloads are not wired to skiff-client yet")
-        }
+        Command::Produce(args) => workload(WorkloadKind::Produce, &args, None, command_line),
+        Command::Consume(args) => workload(WorkloadKind::Consume, &args, None, command_line),
+        Command::E2e(args) => workload(WorkloadKind::E2e, &args, None, command_line),
+        Command::Scenario(args) => run_scenario(&args, command_line),
     }
+}
+
+fn workload(
+    kind: WorkloadKind,
+    args: &WorkloadArgs,
+    scenario: Option<String>,
+    command: String,
+) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let report: Report = runtime.block_on(run_workload(
+        kind,
+        args,
+        scenario,
+        command,
+        |target: Target| async move {
+            SkiffConnector::connect(
+                &target.bootstrap,
+                target.quic_cert,
+                args.partition_fetch_bytes,
+            )
+            .await
+        },
+    ))?;
+    print!("{}", report.table());
+    if let Some(path) = &args.json {
+        write_json(path, &report)?;
+    }
+    if !report.is_consistent() {
+        bail!("the run is not consistent (see the errors above): its figures must not be used");
+    }
+    Ok(())
+}
+
+fn run_scenario(args: &ScenarioArgs, command_line: String) -> Result<()> {
+    let dir = scenario::scenarios_dir(args.scenarios_dir.as_deref());
+    if args.name == "list" {
+        for (name, scenario) in scenario::list(&dir)? {
+            println!("{name:<32} {}", scenario.description);
+        }
+        return Ok(());
+    }
+    let path = dir.join(format!("{}.toml", args.name));
+    if !path.is_file() {
+        bail!(
+            "no scenario {:?} in {} (try `skiff-bench scenario list`)",
+            args.name,
+            dir.display()
+        );
+    }
+    let loaded = scenario::load(&path)?;
+    let (kind, workload_args, argv) = scenario::resolve(&loaded, &args.overrides)?;
+    eprintln!(
+        "scenario {}: {}\n  = skiff-bench {}",
+        args.name,
+        loaded.description,
+        argv.join(" ")
+    );
+    let command = format!("{command_line}  (= skiff-bench {})", argv.join(" "));
+    workload(kind, &workload_args, Some(args.name.clone()), command)
 }
 
 fn run_limits(args: &LimitsArgs) -> Result<()> {
@@ -40,7 +108,7 @@ fn run_limits(args: &LimitsArgs) -> Result<()> {
     Ok(())
 }
 
-fn write_json<T: serde::Serialize>(path: &PathBuf, value: &T) -> Result<()> {
+fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
     let text = serde_json::to_string_pretty(value)?;
     std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))
 }

@@ -31,6 +31,8 @@ const CALIBRATION: Duration = Duration::from_secs(3);
 pub struct Target {
     pub bootstrap: String,
     pub transport: Transport,
+    /// The QUIC certificate to trust (the embedded broker's own, or --quic-cert).
+    pub quic_cert: Option<std::path::PathBuf>,
 }
 
 /// Runs a workload against the broker of `args` (a private skiffd when no
@@ -63,7 +65,10 @@ where
         (Some(bootstrap), _) => external_bootstrap(bootstrap, args.transport),
         (None, Some(broker)) => match args.transport {
             Transport::Tcp => broker.listening().tcp.to_string(),
-            Transport::Quic => format!("quic://{}", broker.listening().quic),
+            Transport::Quic => match broker.listening().quic {
+                Some(quic) => format!("quic://{quic}"),
+                None => bail!("the embedded skiffd did not open a QUIC listener"),
+            },
         },
         (None, None) => bail!("neither --bootstrap nor an embedded broker"),
     };
@@ -102,6 +107,10 @@ where
     let connector = connect(Target {
         bootstrap: bootstrap.clone(),
         transport: args.transport,
+        quic_cert: match &embedded {
+            Some(broker) => Some(broker.data_dir().join(crate::embedded::QUIC_CERT_FILE)),
+            None => args.quic_cert.clone(),
+        },
     })
     .await
     .with_context(|| format!("connecting to {bootstrap}"))?;

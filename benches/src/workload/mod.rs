@@ -9,6 +9,7 @@
 pub mod consume;
 pub mod driver;
 pub mod produce;
+pub mod skiff;
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicBool, AtomicU64};

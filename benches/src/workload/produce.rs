@@ -155,7 +155,28 @@ pub async fn run<P: BenchProducer>(mut producer: P, mut job: ProducerJob) -> Pro
         };
         let key = job.keys.next_key();
         let timestamp_ms = job.clock.unix_ms(intended);
-        match producer.send(topic_index, key, value, timestamp_ms).await {
+        // While `send` waits for buffer space, keep timing the acks that free it.
+        let send = producer.send(topic_index, key, value, timestamp_ms);
+        tokio::pin!(send);
+        let sent = loop {
+            let step = match pending.front_mut() {
+                Some((ack, _)) => tokio::select! {
+                    biased;
+                    result = &mut send => Ok(result),
+                    result = ack => Err(result),
+                },
+                None => Ok((&mut send).await),
+            };
+            match step {
+                Ok(sent) => break sent,
+                Err(result) => {
+                    if let Some((_, meta)) = pending.pop_front() {
+                        outcome.record(result, meta, &live);
+                    }
+                }
+            }
+        };
+        match sent {
             Ok(ack) => {
                 pending.push_back((
                     ack,

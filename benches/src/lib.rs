@@ -8,6 +8,7 @@ pub mod cli;
 pub mod embedded;
 pub mod keys;
 pub mod limits;
+pub mod metrics;
 pub mod pacer;
 pub mod procstat;
 pub mod progress;

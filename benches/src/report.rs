@@ -29,6 +29,10 @@ pub struct Report {
     pub mb_per_s: f64,
     pub fraction_of_loopback: Option<f64>,
     pub fraction_of_page_cache: Option<f64>,
+    /// Record-batch bytes the broker appended (produce) and served (consume)
+    /// per payload byte, from its /metrics counters; embedded broker only.
+    pub wire_bytes_per_payload_byte_in: Option<f64>,
+    pub wire_bytes_per_payload_byte_out: Option<f64>,
 
     pub produce: Option<Throughput>,
     pub consume: Option<Throughput>,
@@ -99,6 +103,9 @@ pub struct Throughput {
     pub mb_per_s: f64,
     pub fraction_of_loopback: Option<f64>,
     pub fraction_of_page_cache: Option<f64>,
+    /// Record-batch bytes per second as the broker counted them (payload plus
+    /// keys and framing); embedded broker only.
+    pub wire_mb_per_s: Option<f64>,
 }
 
 impl Throughput {
@@ -121,7 +128,14 @@ impl Throughput {
             fraction_of_page_cache: limits
                 .filter(|_| writes_to_disk)
                 .map(|limits| mb_per_s / limits.page_cache_write.mb_per_s),
+            wire_mb_per_s: None,
         }
+    }
+
+    /// Adds the wire rate from the broker's batch bytes per payload byte.
+    pub fn with_wire_ratio(mut self, wire_bytes_per_payload_byte: Option<f64>) -> Self {
+        self.wire_mb_per_s = wire_bytes_per_payload_byte.map(|ratio| ratio * self.mb_per_s);
+        self
     }
 }
 
@@ -242,10 +256,13 @@ impl Report {
                 };
                 let _ = writeln!(
                     out,
-                    "{:<10} {:>12.0} {:>10.1} {:>9.2} {:>12} {:>12} {:>8}",
+                    "{:<10} {:>12.0} {:>10.1} {:>10} {:>9.2} {:>12} {:>12} {:>10}",
                     name,
                     t.records_per_s,
                     t.mb_per_s,
+                    t.wire_mb_per_s
+                        .map(|wire| format!("{wire:.1}"))
+                        .unwrap_or_else(|| "-".into()),
                     t.seconds,
                     percent(t.fraction_of_loopback),
                     percent(t.fraction_of_page_cache),

@@ -204,6 +204,10 @@ where
         live.consume_target.store(available.max(0) as u64, Relaxed);
     }
 
+    let metrics_address = embedded
+        .as_ref()
+        .and_then(|broker| broker.listening().metrics);
+    let wire_before = wire_sample(metrics_address, &topics, &live);
     let monitor = Monitor::start(Arc::clone(&live), broker_pid, !args.quiet);
     let cpu_before = cpu_sample(broker_pid);
     let wall_start = Instant::now();
@@ -288,6 +292,13 @@ where
         }
     }
     let wall = wall_start.elapsed();
+    let wire_after = wire_sample(metrics_address, &topics, &live);
+    let (wire_in, wire_out) = match (wire_before, wire_after) {
+        (Some(before), Some(after)) => (before.ratio_in(&after), before.ratio_out(&after)),
+        _ => (None, None),
+    };
+    let produce = produce.map(|throughput| throughput.with_wire_ratio(wire_in));
+    let consume = consume.map(|throughput| throughput.with_wire_ratio(wire_out));
     let cpu_after = cpu_sample(broker_pid);
     let rss_anon_max_kib = monitor.stop();
     if let Some(broker) = embedded.as_mut() {
@@ -337,6 +348,8 @@ where
         mb_per_s: headline.map(|t| t.mb_per_s).unwrap_or(0.0),
         fraction_of_loopback: headline.and_then(|t| t.fraction_of_loopback),
         fraction_of_page_cache: headline.and_then(|t| t.fraction_of_page_cache),
+        wire_bytes_per_payload_byte_in: wire_in,
+        wire_bytes_per_payload_byte_out: wire_out,
         produce,
         consume,
         target_rate_per_s: produce_plan.rate_per_s,
@@ -383,6 +396,50 @@ async fn calibrate<C: Connector>(connector: &C, plan: &ProducePlan, clock: Clock
         bail!("calibration run acknowledged nothing");
     }
     Ok(phase.outcome.measured_records as f64 / seconds)
+}
+
+/// Broker batch bytes and client payload bytes at one moment.
+struct WireSample {
+    batch_in: u64,
+    batch_out: u64,
+    payload_in: u64,
+    payload_out: u64,
+}
+
+impl WireSample {
+    fn ratio(batch: u64, payload: u64) -> Option<f64> {
+        (payload > 0 && batch > 0).then(|| batch as f64 / payload as f64)
+    }
+
+    fn ratio_in(&self, after: &WireSample) -> Option<f64> {
+        Self::ratio(
+            after.batch_in.saturating_sub(self.batch_in),
+            after.payload_in.saturating_sub(self.payload_in),
+        )
+    }
+
+    fn ratio_out(&self, after: &WireSample) -> Option<f64> {
+        Self::ratio(
+            after.batch_out.saturating_sub(self.batch_out),
+            after.payload_out.saturating_sub(self.payload_out),
+        )
+    }
+}
+
+/// Scrapes the embedded broker's counters; `None` without metrics (or on failure:
+/// wire figures are a bonus, not a reason to fail a run).
+fn wire_sample(
+    metrics: Option<std::net::SocketAddr>,
+    topics: &[String],
+    live: &Live,
+) -> Option<WireSample> {
+    let text = crate::metrics::scrape(metrics?).ok()?;
+    Some(WireSample {
+        batch_in: crate::metrics::sum_for_topics(&text, crate::metrics::BYTES_IN, topics),
+        batch_out: crate::metrics::sum_for_topics(&text, crate::metrics::BYTES_OUT, topics),
+        payload_in: live.acked_bytes.load(Relaxed),
+        payload_out: live.consumed_bytes.load(Relaxed),
+    })
 }
 
 fn cpu_sample(broker_pid: Option<u32>) -> (CpuTime, Option<CpuTime>) {

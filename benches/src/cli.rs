@@ -213,8 +213,9 @@ pub struct WorkloadArgs {
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
 
-    /// Producer batch size per partition (bytes).
-    #[arg(long, value_parser = parse_size_arg, default_value = "1MiB")]
+    /// Producer batch size per partition (bytes). The default stays under
+    /// Kafka's default max.message.bytes (1 MiB + 12) with a record to spare.
+    #[arg(long, value_parser = parse_size_arg, default_value = "1MB")]
     pub batch_size: u64,
     /// Producer linger (e.g. 0, 5ms).
     #[arg(long, value_parser = parse_duration_arg, default_value = "5ms")]

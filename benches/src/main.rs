@@ -1,5 +1,6 @@
 //! `skiff-bench`: see `skiff-bench --help` and BENCHMARKS.md.
 
+use std::io::Write as _;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -61,8 +62,12 @@ fn workload(
 fn run_scenario(args: &ScenarioArgs, command_line: String) -> Result<()> {
     let dir = scenario::scenarios_dir(args.scenarios_dir.as_deref());
     if args.name == "list" {
+        let mut stdout = std::io::stdout().lock();
         for (name, scenario) in scenario::list(&dir)? {
-            println!("{name:<32} {}", scenario.description);
+            // A closed pipe (`| head`) ends the listing quietly.
+            if writeln!(stdout, "{name:<32} {}", scenario.description).is_err() {
+                break;
+            }
         }
         return Ok(());
     }

@@ -163,10 +163,13 @@ pub struct PartitionRecords {
     pub topic: String,
     pub partition: i32,
     pub records: u64,
+    /// Records per second of the run's headline interval (warm-up included in
+    /// the count, so an approximation for runs with a long warm-up).
+    pub records_per_s: f64,
 }
 
 impl PartitionReport {
-    pub fn new(counts: &PartitionCounts, topics: &[String]) -> Self {
+    pub fn new(counts: &PartitionCounts, topics: &[String], seconds: f64) -> Self {
         let name = |index: usize| topics.get(index).cloned().unwrap_or_default();
         let records: Vec<PartitionRecords> = counts
             .iter()
@@ -174,6 +177,11 @@ impl PartitionReport {
                 topic: name(topic),
                 partition,
                 records,
+                records_per_s: if seconds > 0.0 {
+                    records as f64 / seconds
+                } else {
+                    0.0
+                },
             })
             .collect();
         let hottest = counts.hottest();

@@ -356,7 +356,11 @@ where
         produce_latency_us: produce_latency,
         e2e_latency_us: e2e_latency,
         counts,
-        partitions: PartitionReport::new(&partition_counts, &topics),
+        partitions: PartitionReport::new(
+            &partition_counts,
+            &topics,
+            headline.map(|t| t.seconds).unwrap_or(0.0),
+        ),
         cpu: CpuReport {
             wall_s,
             client_s: client_cpu,

@@ -1,1 +1,21 @@
-//! skiff-broker
+//! skiff-broker: the `skiffd` daemon, a single-node broker speaking the
+//! Kafka protocol over TCP and QUIC.
+//!
+//! - [`config`]: one typed configuration (TOML < `SKIFF_*` env < flags).
+//! - [`server`]: TCP/QUIC/HTTP listeners, the per-connection loop, dispatch.
+//! - [`handlers`]: one module per Kafka API family.
+//! - [`broker`]: the shared state handed to every request.
+//! - [`topics`], [`topic_config`]: the topic registry and per-topic settings.
+//! - [`producer_state`]: idempotent-producer sequence rules, per partition.
+//! - [`metrics`]: counters and histograms, rendered for Prometheus.
+//! - [`storage`]: the log engine (segments, indexes, recovery).
+
+pub mod broker;
+pub mod config;
+pub mod handlers;
+pub mod metrics;
+pub mod producer_state;
+pub mod server;
+pub mod storage;
+pub mod topic_config;
+pub mod topics;

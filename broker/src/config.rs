@@ -1,0 +1,472 @@
+//! One typed configuration for `skiffd`.
+//!
+//! Every setting has a built-in default, which a TOML file (`--config`)
+//! overrides, which `SKIFF_*` environment variables override, which
+//! command-line flags override. Clap reads flags and environment variables
+//! together (a flag wins over its variable); both are optional here so that
+//! an absent flag falls through to the file and then to the default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::{ArgAction, Parser};
+use serde::Deserialize;
+use thiserror::Error;
+
+/// Errors reading the configuration.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    #[error("invalid setting {setting}: {reason}")]
+    Invalid {
+        setting: &'static str,
+        reason: String,
+    },
+}
+
+/// How the log is made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum FlushMode {
+    /// fdatasync before acknowledging acks=all (and acks=1) produce requests; concurrent
+    /// producers share one sync.
+    Sync,
+    /// Flush in the background every `flush_ms` or `flush_messages`; the page cache
+    /// holds acknowledged data meanwhile (Kafka's default behaviour).
+    Periodic,
+}
+
+/// Kafka's `cleanup.policy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Cleanup {
+    Delete,
+    Compact,
+}
+
+/// Broker-wide defaults for new topics; CreateTopics may override each one
+/// with the Kafka config name in parentheses.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TopicDefaults {
+    /// Partitions of an auto-created topic or of CreateTopics with -1 (`num.partitions`).
+    pub partitions: i32,
+    /// Largest record batch accepted (`max.message.bytes`).
+    pub max_message_bytes: u32,
+    /// Size at which a segment is rolled (`segment.bytes`).
+    pub segment_bytes: u64,
+    /// Age at which a segment is rolled (`segment.ms`).
+    pub segment_ms: u64,
+    /// Delete old segments beyond this many bytes per partition; -1 = unlimited (`retention.bytes`).
+    pub retention_bytes: i64,
+    /// Delete segments older than this; -1 = unlimited (`retention.ms`).
+    pub retention_ms: i64,
+    /// Bytes between offset index entries (`index.interval.bytes`).
+    pub index_interval_bytes: u32,
+    /// `delete` or `compact` (`cleanup.policy`).
+    pub cleanup_policy: Cleanup,
+    /// How long compaction keeps tombstones (`delete.retention.ms`).
+    pub delete_retention_ms: u64,
+    /// `sync` or `periodic`.
+    pub flush_mode: FlushMode,
+    /// Periodic flush interval (`flush.ms`).
+    pub flush_ms: u64,
+    /// Periodic flush after this many messages (`flush.messages`).
+    pub flush_messages: u64,
+}
+
+impl Default for TopicDefaults {
+    fn default() -> Self {
+        TopicDefaults {
+            partitions: 1,
+            max_message_bytes: 1_048_588,
+            segment_bytes: 128 * 1024 * 1024,
+            segment_ms: 7 * 24 * 3_600_000,
+            retention_bytes: -1,
+            retention_ms: 7 * 24 * 3_600_000,
+            index_interval_bytes: 4096,
+            cleanup_policy: Cleanup::Delete,
+            delete_retention_ms: 24 * 3_600_000,
+            flush_mode: FlushMode::Sync,
+            flush_ms: 1000,
+            flush_messages: 10_000,
+        }
+    }
+}
+
+/// The broker's whole configuration, after layering.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Kafka protocol over TCP.
+    pub listen: SocketAddr,
+    /// Kafka protocol over QUIC; `None` disables QUIC.
+    pub quic_listen: Option<SocketAddr>,
+    /// Prometheus `/metrics` over HTTP; `None` disables it.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Segments, topic registry, producer ids, certificate.
+    pub data_dir: PathBuf,
+    /// Host name given to clients in Metadata; the TCP listen host when unset.
+    pub advertised_host: Option<String>,
+    /// This broker's node id in Metadata.
+    pub node_id: i32,
+    /// PEM certificate for QUIC; generated self-signed into the data dir when unset.
+    pub quic_cert: Option<PathBuf>,
+    /// PEM private key for `quic_cert`.
+    pub quic_key: Option<PathBuf>,
+    /// Largest request frame accepted; larger closes the connection.
+    pub frame_bytes_max: usize,
+    /// Request bytes a connection may have in flight before reading pauses.
+    pub connection_inflight_bytes_max: usize,
+    /// Requests a connection may have in flight before reading pauses.
+    pub connection_inflight_requests_max: usize,
+    /// Open connections (TCP plus QUIC) beyond which new ones are refused.
+    pub connections_max: usize,
+    /// A connection with no request for this long is closed.
+    pub idle_timeout_ms: u64,
+    /// Create unknown topics on Metadata and Produce.
+    pub auto_create_topics: bool,
+    /// Defaults for new topics.
+    pub topic: TopicDefaults,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9092)),
+            quic_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9093))),
+            metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9094))),
+            data_dir: PathBuf::from("./skiff-data"),
+            advertised_host: None,
+            node_id: 0,
+            quic_cert: None,
+            quic_key: None,
+            frame_bytes_max: skiff_protocol::frame::FRAME_BYTES_MAX_DEFAULT,
+            connection_inflight_bytes_max: 64 * 1024 * 1024,
+            connection_inflight_requests_max: 128,
+            connections_max: 4096,
+            idle_timeout_ms: 600_000,
+            auto_create_topics: true,
+            topic: TopicDefaults::default(),
+        }
+    }
+}
+
+/// A listen address, or `off`.
+fn parse_optional_addr(value: &str) -> Result<OptionalAddr, String> {
+    if value.eq_ignore_ascii_case("off") {
+        return Ok(OptionalAddr(None));
+    }
+    value
+        .parse::<SocketAddr>()
+        .map(|addr| OptionalAddr(Some(addr)))
+        .map_err(|e| format!("{e} (expected HOST:PORT or off)"))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OptionalAddr(pub Option<SocketAddr>);
+
+/// Command-line flags; each also reads `SKIFF_<NAME>` from the environment.
+#[derive(Debug, Parser, Default)]
+#[command(
+    name = "skiffd",
+    version,
+    about = "Skiff broker: a Kafka-protocol event log over TCP and QUIC.",
+    long_about = "Skiff broker: a Kafka-protocol event log over TCP and QUIC.\n\n\
+        Settings come from built-in defaults < the TOML file given by --config < SKIFF_* \
+        environment variables < these flags. In the TOML file, use the flag name with \
+        underscores (listen = \"127.0.0.1:9092\"); topic defaults go in a [topic] table \
+        without the topic- prefix (partitions = 3)."
+)]
+pub struct Cli {
+    /// TOML configuration file.
+    #[arg(long, env = "SKIFF_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Kafka protocol over TCP. [default: 127.0.0.1:9092]
+    #[arg(long, env = "SKIFF_LISTEN", value_name = "HOST:PORT")]
+    pub listen: Option<SocketAddr>,
+    /// Kafka protocol over QUIC, or `off`. [default: 127.0.0.1:9093]
+    #[arg(long, env = "SKIFF_QUIC_LISTEN", value_name = "HOST:PORT", value_parser = parse_optional_addr)]
+    pub quic_listen: Option<OptionalAddr>,
+    /// Prometheus /metrics over HTTP, or `off`. [default: 127.0.0.1:9094]
+    #[arg(long, env = "SKIFF_METRICS_LISTEN", value_name = "HOST:PORT", value_parser = parse_optional_addr)]
+    pub metrics_listen: Option<OptionalAddr>,
+    /// Directory for segments, topic registry, producer ids and the QUIC certificate. [default: ./skiff-data]
+    #[arg(long, env = "SKIFF_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Host name advertised to clients in Metadata. [default: the --listen host]
+    #[arg(long, env = "SKIFF_ADVERTISED_HOST", value_name = "HOST")]
+    pub advertised_host: Option<String>,
+    /// Node id advertised in Metadata. [default: 0]
+    #[arg(long, env = "SKIFF_NODE_ID")]
+    pub node_id: Option<i32>,
+    /// PEM certificate chain for QUIC. [default: DATA_DIR/quic-cert.pem, self-signed, generated on first start]
+    #[arg(long, env = "SKIFF_QUIC_CERT", value_name = "FILE")]
+    pub quic_cert: Option<PathBuf>,
+    /// PEM private key for --quic-cert. [default: DATA_DIR/quic-key.pem]
+    #[arg(long, env = "SKIFF_QUIC_KEY", value_name = "FILE")]
+    pub quic_key: Option<PathBuf>,
+    /// Largest request frame; a bigger one closes the connection. [default: 104857600]
+    #[arg(long, env = "SKIFF_FRAME_BYTES_MAX", value_name = "BYTES")]
+    pub frame_bytes_max: Option<usize>,
+    /// Request bytes in flight per connection before reading pauses. [default: 67108864]
+    #[arg(
+        long,
+        env = "SKIFF_CONNECTION_INFLIGHT_BYTES_MAX",
+        value_name = "BYTES"
+    )]
+    pub connection_inflight_bytes_max: Option<usize>,
+    /// Requests in flight per connection before reading pauses. [default: 128]
+    #[arg(long, env = "SKIFF_CONNECTION_INFLIGHT_REQUESTS_MAX", value_name = "N")]
+    pub connection_inflight_requests_max: Option<usize>,
+    /// Open connections beyond which new ones are refused. [default: 4096]
+    #[arg(long, env = "SKIFF_CONNECTIONS_MAX", value_name = "N")]
+    pub connections_max: Option<usize>,
+    /// Close a connection after this long without a request. [default: 600000]
+    #[arg(long, env = "SKIFF_IDLE_TIMEOUT_MS", value_name = "MS")]
+    pub idle_timeout_ms: Option<u64>,
+    /// Create unknown topics on Metadata and Produce (true/false). [default: true]
+    #[arg(long, env = "SKIFF_AUTO_CREATE_TOPICS", action = ArgAction::Set, value_name = "BOOL")]
+    pub auto_create_topics: Option<bool>,
+    /// Partitions of auto-created topics and of CreateTopics with -1 (num.partitions). [default: 1]
+    #[arg(long, env = "SKIFF_TOPIC_PARTITIONS", value_name = "N")]
+    pub topic_partitions: Option<i32>,
+    /// Largest record batch accepted (max.message.bytes). [default: 1048588]
+    #[arg(long, env = "SKIFF_TOPIC_MAX_MESSAGE_BYTES", value_name = "BYTES")]
+    pub topic_max_message_bytes: Option<u32>,
+    /// Segment size at which the log rolls (segment.bytes). [default: 134217728]
+    #[arg(long, env = "SKIFF_TOPIC_SEGMENT_BYTES", value_name = "BYTES")]
+    pub topic_segment_bytes: Option<u64>,
+    /// Segment age at which the log rolls (segment.ms). [default: 604800000]
+    #[arg(long, env = "SKIFF_TOPIC_SEGMENT_MS", value_name = "MS")]
+    pub topic_segment_ms: Option<u64>,
+    /// Bytes kept per partition, -1 = unlimited (retention.bytes). [default: -1]
+    #[arg(
+        long,
+        env = "SKIFF_TOPIC_RETENTION_BYTES",
+        value_name = "BYTES",
+        allow_negative_numbers = true
+    )]
+    pub topic_retention_bytes: Option<i64>,
+    /// Age after which segments are deleted, -1 = unlimited (retention.ms). [default: 604800000]
+    #[arg(
+        long,
+        env = "SKIFF_TOPIC_RETENTION_MS",
+        value_name = "MS",
+        allow_negative_numbers = true
+    )]
+    pub topic_retention_ms: Option<i64>,
+    /// Bytes between offset index entries (index.interval.bytes). [default: 4096]
+    #[arg(long, env = "SKIFF_TOPIC_INDEX_INTERVAL_BYTES", value_name = "BYTES")]
+    pub topic_index_interval_bytes: Option<u32>,
+    /// delete or compact (cleanup.policy). [default: delete]
+    #[arg(long, env = "SKIFF_TOPIC_CLEANUP_POLICY", value_enum)]
+    pub topic_cleanup_policy: Option<Cleanup>,
+    /// How long compaction keeps tombstones (delete.retention.ms). [default: 86400000]
+    #[arg(long, env = "SKIFF_TOPIC_DELETE_RETENTION_MS", value_name = "MS")]
+    pub topic_delete_retention_ms: Option<u64>,
+    /// sync: fdatasync before acknowledging (group commit); periodic: flush every flush-ms. [default: sync]
+    #[arg(long, env = "SKIFF_TOPIC_FLUSH_MODE", value_enum)]
+    pub topic_flush_mode: Option<FlushMode>,
+    /// Periodic flush interval (flush.ms). [default: 1000]
+    #[arg(long, env = "SKIFF_TOPIC_FLUSH_MS", value_name = "MS")]
+    pub topic_flush_ms: Option<u64>,
+    /// Periodic flush after this many messages (flush.messages). [default: 10000]
+    #[arg(long, env = "SKIFF_TOPIC_FLUSH_MESSAGES", value_name = "N")]
+    pub topic_flush_messages: Option<u64>,
+}
+
+impl Config {
+    /// Layers defaults < `cli.config` file < environment and flags (already merged by clap).
+    pub fn load(cli: &Cli) -> Result<Config, ConfigError> {
+        let mut config = match &cli.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        config.apply(cli);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads a TOML file over the defaults.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::from_toml(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source: Box::new(source),
+        })
+    }
+
+    pub fn from_toml(text: &str) -> Result<Config, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    fn apply(&mut self, cli: &Cli) {
+        fn set<T: Clone>(target: &mut T, value: &Option<T>) {
+            if let Some(value) = value {
+                *target = value.clone();
+            }
+        }
+        set(&mut self.listen, &cli.listen);
+        if let Some(OptionalAddr(addr)) = cli.quic_listen {
+            self.quic_listen = addr;
+        }
+        if let Some(OptionalAddr(addr)) = cli.metrics_listen {
+            self.metrics_listen = addr;
+        }
+        set(&mut self.data_dir, &cli.data_dir);
+        if cli.advertised_host.is_some() {
+            self.advertised_host.clone_from(&cli.advertised_host);
+        }
+        set(&mut self.node_id, &cli.node_id);
+        if cli.quic_cert.is_some() {
+            self.quic_cert.clone_from(&cli.quic_cert);
+        }
+        if cli.quic_key.is_some() {
+            self.quic_key.clone_from(&cli.quic_key);
+        }
+        set(&mut self.frame_bytes_max, &cli.frame_bytes_max);
+        set(
+            &mut self.connection_inflight_bytes_max,
+            &cli.connection_inflight_bytes_max,
+        );
+        set(
+            &mut self.connection_inflight_requests_max,
+            &cli.connection_inflight_requests_max,
+        );
+        set(&mut self.connections_max, &cli.connections_max);
+        set(&mut self.idle_timeout_ms, &cli.idle_timeout_ms);
+        set(&mut self.auto_create_topics, &cli.auto_create_topics);
+        let topic = &mut self.topic;
+        set(&mut topic.partitions, &cli.topic_partitions);
+        set(&mut topic.max_message_bytes, &cli.topic_max_message_bytes);
+        set(&mut topic.segment_bytes, &cli.topic_segment_bytes);
+        set(&mut topic.segment_ms, &cli.topic_segment_ms);
+        set(&mut topic.retention_bytes, &cli.topic_retention_bytes);
+        set(&mut topic.retention_ms, &cli.topic_retention_ms);
+        set(
+            &mut topic.index_interval_bytes,
+            &cli.topic_index_interval_bytes,
+        );
+        set(&mut topic.cleanup_policy, &cli.topic_cleanup_policy);
+        set(
+            &mut topic.delete_retention_ms,
+            &cli.topic_delete_retention_ms,
+        );
+        set(&mut topic.flush_mode, &cli.topic_flush_mode);
+        set(&mut topic.flush_ms, &cli.topic_flush_ms);
+        set(&mut topic.flush_messages, &cli.topic_flush_messages);
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |setting, reason: &str| {
+            Err(ConfigError::Invalid {
+                setting,
+                reason: reason.to_string(),
+            })
+        };
+        if self.frame_bytes_max < 1024 || self.frame_bytes_max > i32::MAX as usize {
+            return invalid("frame_bytes_max", "must be between 1024 and 2147483647");
+        }
+        if self.connection_inflight_bytes_max == 0 || self.connection_inflight_requests_max == 0 {
+            return invalid("connection_inflight_*", "must be positive");
+        }
+        if self.topic.partitions < 1 {
+            return invalid("topic.partitions", "must be at least 1");
+        }
+        if self.topic.max_message_bytes < 64 {
+            return invalid("topic.max_message_bytes", "must be at least 64");
+        }
+        Ok(())
+    }
+
+    /// The host clients are told to connect to.
+    pub fn advertised_host(&self) -> String {
+        self.advertised_host
+            .clone()
+            .unwrap_or_else(|| self.listen.ip().to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    /// With nothing configured, the broker listens where the issue says and keeps data in ./skiff-data.
+    #[test]
+    fn defaults_match_documentation() {
+        let config = Config::load(&Cli::default()).unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:9092");
+        assert_eq!(config.quic_listen.unwrap().to_string(), "127.0.0.1:9093");
+        assert_eq!(config.data_dir, PathBuf::from("./skiff-data"));
+        assert!(config.auto_create_topics);
+    }
+
+    /// A flag beats the file, and the file beats the default.
+    #[test]
+    fn file_then_flags_override() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("skiff.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:1000\"\ndata_dir = \"/tmp/x\"\nquic_listen = \"127.0.0.1:1001\"\n[topic]\npartitions = 4\n",
+        )
+        .unwrap();
+        let cli = Cli::try_parse_from([
+            "skiffd",
+            "--config",
+            path.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:2000",
+            "--metrics-listen",
+            "off",
+        ])
+        .unwrap();
+        let config = Config::load(&cli).unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:2000");
+        assert_eq!(config.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(config.quic_listen.unwrap().port(), 1001);
+        assert_eq!(config.metrics_listen, None);
+        assert_eq!(config.topic.partitions, 4);
+    }
+
+    /// A misspelt key in the file is an error, not silently ignored.
+    #[test]
+    fn unknown_file_key_is_rejected() {
+        assert!(Config::from_toml("lissten = \"127.0.0.1:1\"").is_err());
+        assert!(Config::from_toml("[topic]\npartitions = \"x\"").is_err());
+    }
+
+    /// Every flag's help names its default (scripts and operators rely on --help).
+    #[test]
+    fn help_documents_every_default() {
+        use clap::CommandFactory;
+        let command = Cli::command();
+        for arg in command.get_arguments() {
+            let id = arg.get_id().as_str();
+            if id == "config" || id == "help" || id == "version" {
+                continue;
+            }
+            let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+            assert!(
+                help.contains("[default:"),
+                "--{id} help lacks its default: {help}"
+            );
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! Request handlers, one module per API family.
+//!
+//! [`SERVED`] is the single list of what the broker answers; ApiVersions
+//! advertises exactly this list, and the dispatcher refuses anything else
+//! with UNSUPPORTED_VERSION before a handler runs. Versions are capped where
+//! a newer version needs something the broker does not have: Produce v12+
+//! and Fetch v13+ address topics by topic id, ListOffsets v7+ adds the
+//! max-timestamp query, CreateTopics v7 returns topic ids.
+//!
+//! Consumer group APIs (FindCoordinator, JoinGroup, SyncGroup, Heartbeat,
+//! LeaveGroup, OffsetCommit, OffsetFetch, ListGroups, DescribeGroups,
+//! DeleteGroups) belong in a `groups` module here, added to [`SERVED`] and
+//! to the match in [`handle`] when the coordinator lands.
+
+use std::sync::Arc;
+
+use skiff_protocol::api::{ApiKey, RequestKind, ResponseKind, StrBytes};
+use skiff_protocol::frame::RequestHeader;
+use skiff_protocol::ErrorCode;
+
+use crate::broker::Broker;
+use crate::storage::StorageError;
+use crate::topics::TopicError;
+
+pub mod api_versions;
+pub mod describe_configs;
+pub mod fetch;
+pub mod list_offsets;
+pub mod metadata;
+pub mod produce;
+pub mod producer_id;
+pub mod topics;
+
+/// Every API the broker serves, with its version range.
+pub const SERVED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 11),
+    (ApiKey::Fetch, 4, 12),
+    (ApiKey::ListOffsets, 1, 6),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 4),
+    (ApiKey::CreateTopics, 2, 6),
+    (ApiKey::DeleteTopics, 1, 5),
+    (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::DescribeConfigs, 1, 4),
+];
+
+/// Whether `(api_key, api_version)` is served, by raw numbers from the wire.
+pub fn is_served(api_key: i16, api_version: i16) -> bool {
+    SERVED
+        .iter()
+        .any(|&(key, min, max)| key as i16 == api_key && (min..=max).contains(&api_version))
+}
+
+/// `SERVED` as raw numbers, for the KIP-511 fallback response.
+pub fn served_raw() -> Vec<(i16, i16, i16)> {
+    SERVED
+        .iter()
+        .map(|&(key, min, max)| (key as i16, min, max))
+        .collect()
+}
+
+/// A failure that ends the connection instead of producing a response.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    #[error("request {api_key}v{api_version} is not served")]
+    NotServed { api_key: i16, api_version: i16 },
+}
+
+/// Runs the handler for a decoded request. `Ok(None)` means the protocol
+/// wants no response (Produce with acks=0).
+pub async fn handle(
+    broker: &Arc<Broker>,
+    header: &RequestHeader,
+    request: RequestKind,
+) -> Result<Option<ResponseKind>, HandlerError> {
+    let version = header.api_version;
+    let response = match request {
+        RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(api_versions::handle(version, &r)),
+        RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(broker, version, r)),
+        RequestKind::CreateTopics(r) => {
+            ResponseKind::CreateTopics(topics::create(broker, version, r))
+        }
+        RequestKind::DeleteTopics(r) => {
+            ResponseKind::DeleteTopics(topics::delete(broker, version, r))
+        }
+        RequestKind::DescribeConfigs(r) => {
+            ResponseKind::DescribeConfigs(describe_configs::handle(broker, r))
+        }
+        RequestKind::InitProducerId(r) => {
+            ResponseKind::InitProducerId(producer_id::handle(broker, r))
+        }
+        RequestKind::ListOffsets(r) => {
+            ResponseKind::ListOffsets(list_offsets::handle(broker, version, r))
+        }
+        RequestKind::Produce(r) => match produce::handle(broker, version, r).await {
+            Some(response) => ResponseKind::Produce(response),
+            None => return Ok(None),
+        },
+        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(broker, version, r).await),
+        _ => {
+            return Err(HandlerError::NotServed {
+                api_key: header.api_key,
+                api_version: version,
+            })
+        }
+    };
+    Ok(Some(response))
+}
+
+/// The Kafka error code for a topic administration error.
+pub fn topic_error_code(error: &TopicError) -> ErrorCode {
+    match error {
+        TopicError::InvalidName { .. } => ErrorCode::InvalidTopicException,
+        TopicError::AlreadyExists { .. } => ErrorCode::TopicAlreadyExists,
+        TopicError::Unknown { .. } => ErrorCode::UnknownTopicOrPartition,
+        TopicError::InvalidPartitions { .. } => ErrorCode::InvalidPartitions,
+        TopicError::InvalidConfig { .. } => ErrorCode::InvalidConfig,
+        TopicError::Storage(e) => storage_error_code(e),
+        TopicError::Registry { .. } | TopicError::RegistryCorrupt { .. } => {
+            ErrorCode::KafkaStorageError
+        }
+    }
+}
+
+/// The Kafka error code for a storage error.
+pub fn storage_error_code(error: &StorageError) -> ErrorCode {
+    match error {
+        StorageError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
+        StorageError::BatchTooLarge { .. } => ErrorCode::MessageTooLarge,
+        _ => ErrorCode::KafkaStorageError,
+    }
+}
+
+/// A `StrBytes` from an owned string.
+pub fn str_bytes(value: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(value.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Everything advertised can be decoded and encoded by the codec.
+    #[test]
+    fn served_versions_are_within_the_codec() {
+        for &(key, min, max) in SERVED {
+            let codec = skiff_protocol::api::codec_versions(key);
+            assert!(
+                codec.is_some_and(|range| range.min <= min && max <= range.max),
+                "{key:?} {min}..={max} outside the codec's {codec:?}"
+            );
+        }
+        assert!(is_served(18, 4) && !is_served(18, 5) && !is_served(10, 0));
+    }
+}

@@ -1,0 +1,114 @@
+//! From one request frame to one response frame, shared by TCP and QUIC.
+//!
+//! Order of checks, each with its own answer:
+//! 1. fewer than 8 bytes: not even a correlation id to answer with → close;
+//! 2. API key/version not in [`SERVED`](crate::handlers::SERVED) →
+//!    UNSUPPORTED_VERSION in the KIP-511 shape (v0 ApiVersions body, v0
+//!    header). For ApiVersions this is exactly what KIP-511 prescribes; for
+//!    any other API no schema exists that the broker could answer in (an
+//!    unknown key has none at all), and this shape carries the error code
+//!    and the correlation id while keeping the connection usable;
+//! 3. body does not decode → close with a log line (Kafka does the same:
+//!    after a malformed body the stream position cannot be trusted);
+//! 4. handler → response encoded at the request's version.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use skiff_protocol::api::{self, ApiKey, Frame};
+use skiff_protocol::frame;
+use skiff_protocol::ErrorCode;
+
+use crate::broker::Broker;
+use crate::handlers;
+
+/// What to send back for one request frame.
+#[derive(Debug)]
+pub enum Outcome {
+    Respond(Frame),
+    /// The protocol wants no response (Produce with acks=0).
+    Silent,
+    /// Close the connection after the responses before this one.
+    Close(String),
+}
+
+fn api_name(key: i16) -> &'static str {
+    match ApiKey::try_from(key) {
+        Ok(key) => api_key_name(key),
+        Err(()) => "Unknown",
+    }
+}
+
+fn api_key_name(key: ApiKey) -> &'static str {
+    match key {
+        ApiKey::Produce => "Produce",
+        ApiKey::Fetch => "Fetch",
+        ApiKey::ListOffsets => "ListOffsets",
+        ApiKey::Metadata => "Metadata",
+        ApiKey::ApiVersions => "ApiVersions",
+        ApiKey::CreateTopics => "CreateTopics",
+        ApiKey::DeleteTopics => "DeleteTopics",
+        ApiKey::InitProducerId => "InitProducerId",
+        ApiKey::DescribeConfigs => "DescribeConfigs",
+        _ => "Other",
+    }
+}
+
+/// Handles one request frame (without its size prefix).
+pub async fn dispatch(broker: Arc<Broker>, request: Bytes) -> Outcome {
+    let started = Instant::now();
+    let (key, version, correlation_id) = match frame::peek_request_ids(&request) {
+        Ok(ids) => ids,
+        Err(error) => {
+            broker.metrics.frame_rejected();
+            return Outcome::Close(format!("request frame too short for a header: {error}"));
+        }
+    };
+    let name = api_name(key);
+    if !handlers::is_served(key, version) {
+        tracing::debug!(
+            api_key = key,
+            api_version = version,
+            "unsupported API or version"
+        );
+        broker.metrics.request(name, key, started.elapsed(), true);
+        return Outcome::Respond(api::encode_api_versions_fallback(
+            correlation_id,
+            ErrorCode::UnsupportedVersion.code(),
+            &handlers::served_raw(),
+        ));
+    }
+    let (header, body) = match api::decode_request(request) {
+        Ok(decoded) => decoded,
+        Err(error) => {
+            broker.metrics.frame_rejected();
+            broker.metrics.request(name, key, started.elapsed(), true);
+            return Outcome::Close(format!("malformed {name} v{version} request: {error}"));
+        }
+    };
+    let result = handlers::handle(&broker, &header, body).await;
+    let outcome = match result {
+        Ok(Some(response)) => {
+            let Ok(api_key) = ApiKey::try_from(key) else {
+                return Outcome::Close(format!("API key {key} vanished"));
+            };
+            match api::encode_response(correlation_id, api_key, version, &response) {
+                Ok(frame) => Outcome::Respond(frame),
+                Err(error) => {
+                    tracing::error!(api = name, version, %error, "cannot encode response");
+                    Outcome::Close(format!("cannot encode {name} v{version} response: {error}"))
+                }
+            }
+        }
+        Ok(None) => Outcome::Silent,
+        Err(error) => Outcome::Close(error.to_string()),
+    };
+    broker.metrics.request(
+        name,
+        key,
+        started.elapsed(),
+        matches!(outcome, Outcome::Close(_)),
+    );
+    outcome
+}

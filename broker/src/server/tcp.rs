@@ -1,0 +1,211 @@
+//! The TCP listener and the per-connection read/dispatch/write loop.
+//!
+//! Kafka clients pipeline requests on one connection and expect responses in
+//! request order. The reader half takes whole frames off the socket and
+//! spawns a task per request, queueing the task handles in request order;
+//! the writer half awaits them in that order and writes each response with
+//! vectored writes (fetch responses are mostly mmap slices).
+//!
+//! Limits: a frame's size prefix is checked against `frame_bytes_max`
+//! before its bytes are buffered (oversized → log line naming the peer and
+//! size, connection closed); request bytes and request count in flight are
+//! bounded (the reader stops reading until responses drain); a connection
+//! with no request in flight and nothing received for `idle_timeout_ms` is
+//! closed.
+
+use std::io::IoSlice;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use skiff_protocol::frame;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
+
+use super::dispatch::{dispatch, Outcome};
+use crate::broker::Broker;
+
+/// Bytes read from the socket per call when no frame is pending.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// Slices handed to one `write_vectored` call.
+const IO_SLICES_MAX: usize = 64;
+
+struct Pending {
+    response: JoinHandle<Outcome>,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// Accepts connections until shutdown; each connection holds a clone of
+/// `alive` so that the caller can wait for all of them to finish.
+pub async fn accept_loop(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    mut shutdown: watch::Receiver<bool>,
+    alive: mpsc::Sender<()>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.changed() => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        if broker.metrics.connections_open() >= broker.config.connections_max as i64 {
+            tracing::warn!(%peer, limit = broker.config.connections_max, "refusing connection: too many open");
+            broker.metrics.connection_refused();
+            continue;
+        }
+        let broker = Arc::clone(&broker);
+        let shutdown = shutdown.clone();
+        let alive = alive.clone();
+        tokio::spawn(async move {
+            serve_connection(broker, stream, peer, shutdown).await;
+            drop(alive);
+        });
+    }
+}
+
+async fn serve_connection(
+    broker: Arc<Broker>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let _connection = broker.metrics.connection_opened();
+    let _ = stream.set_nodelay(true);
+    let (mut reader, writer) = stream.into_split();
+    let config = &broker.config;
+    let frame_bytes_max = config.frame_bytes_max;
+    let inflight_bytes_max = config.connection_inflight_bytes_max;
+    let inflight = Arc::new(Semaphore::new(inflight_bytes_max));
+    let (queue, responses) = mpsc::channel::<Pending>(config.connection_inflight_requests_max);
+    let writer_task = tokio::spawn(write_responses(writer, responses, peer));
+    let idle_timeout = Duration::from_millis(config.idle_timeout_ms.max(1));
+    let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    'connection: loop {
+        loop {
+            match frame::read_frame(&mut buf, frame_bytes_max) {
+                Ok(Some(request)) => {
+                    // A frame larger than the whole budget takes all of it.
+                    let cost = request.len().clamp(1, inflight_bytes_max) as u32;
+                    let Ok(permit) = Arc::clone(&inflight).acquire_many_owned(cost).await else {
+                        break 'connection;
+                    };
+                    let response = tokio::spawn(dispatch(Arc::clone(&broker), request));
+                    if queue
+                        .send(Pending {
+                            response,
+                            _permit: permit,
+                        })
+                        .await
+                        .is_err()
+                    {
+                        break 'connection; // the writer stopped: the connection is closing
+                    }
+                }
+                Ok(None) => break,
+                Err(error) => {
+                    tracing::warn!(%peer, %error, "closing connection: bad frame size");
+                    broker.metrics.frame_rejected();
+                    break 'connection;
+                }
+            }
+        }
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(READ_CHUNK_BYTES);
+        }
+        tokio::select! {
+            read = tokio::time::timeout(idle_timeout, reader.read_buf(&mut buf)) => match read {
+                Ok(Ok(0)) => break,
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => {
+                    tracing::debug!(%peer, %error, "read failed");
+                    break;
+                }
+                Err(_) => {
+                    let busy = inflight.available_permits() < inflight_bytes_max;
+                    if !busy {
+                        tracing::debug!(%peer, "closing idle connection");
+                        break;
+                    }
+                }
+            },
+            _ = queue.closed() => break,
+            _ = shutdown.changed() => break,
+        }
+    }
+    // The writer sends every queued response, then closes the socket.
+    drop(queue);
+    let _ = writer_task.await;
+}
+
+async fn write_responses(
+    mut writer: OwnedWriteHalf,
+    mut responses: mpsc::Receiver<Pending>,
+    peer: SocketAddr,
+) {
+    while let Some(pending) = responses.recv().await {
+        let outcome = match pending.response.await {
+            Ok(outcome) => outcome,
+            Err(error) => Outcome::Close(format!("request task failed: {error}")),
+        };
+        match outcome {
+            Outcome::Respond(frame) => {
+                if let Err(error) = write_chunks(&mut writer, frame.chunks).await {
+                    tracing::debug!(%peer, %error, "write failed");
+                    break;
+                }
+            }
+            Outcome::Silent => {}
+            Outcome::Close(reason) => {
+                tracing::warn!(%peer, %reason, "closing connection");
+                break;
+            }
+        }
+    }
+    let _ = writer.shutdown().await;
+}
+
+/// Writes every chunk with as few `write_vectored` calls as the socket allows.
+pub async fn write_chunks<W: AsyncWriteExt + Unpin>(
+    writer: &mut W,
+    mut chunks: Vec<Bytes>,
+) -> std::io::Result<()> {
+    let mut first = 0;
+    while first < chunks.len() {
+        let slices: Vec<IoSlice<'_>> = chunks[first..]
+            .iter()
+            .take(IO_SLICES_MAX)
+            .map(|c| IoSlice::new(c))
+            .collect();
+        let mut written = writer.write_vectored(&slices).await?;
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while written > 0 && first < chunks.len() {
+            let chunk = &mut chunks[first];
+            if written >= chunk.len() {
+                written -= chunk.len();
+                first += 1;
+            } else {
+                chunk.advance(written);
+                written = 0;
+            }
+        }
+        while first < chunks.len() && chunks[first].is_empty() {
+            first += 1;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,428 @@
+//! Tests of appends, reads, rolls, indexes, retention and group commit.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use proptest::prelude::*;
+use skiff_protocol::batch::{BatchReader, RecordBatchView};
+
+use super::test_util::{batch, small_config, without_offset, ManualClock};
+use super::*;
+
+fn open(
+    dir: &std::path::Path,
+    config: LogConfig,
+    clock: &ManualClock,
+) -> (Arc<LogManager>, Arc<PartitionLog>) {
+    let manager = LogManager::open_with_clock(dir, config.clone(), clock.clock()).unwrap();
+    let log = manager.create_partition("t", 0, config).unwrap();
+    (manager, log)
+}
+
+/// Batches of a read, as (base offset, last offset, bytes without offset).
+fn batches_of(bytes: Bytes) -> Vec<(i64, i64, Vec<u8>)> {
+    let mut reader = BatchReader::new(bytes);
+    let out = reader
+        .by_ref()
+        .map(|view| {
+            let view = view.unwrap();
+            view.validate().unwrap();
+            (
+                view.header().base_offset,
+                view.header().last_offset(),
+                without_offset(view.bytes()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        reader.partial_tail_bytes(),
+        0,
+        "a read returns whole batches only"
+    );
+    out
+}
+
+/// Appended batches come back byte-identical with sequential offsets, and every
+/// boundary read (first, last, inside a batch, at and past the end) behaves as Kafka's.
+#[test]
+fn append_and_read_every_boundary() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::at(1_000);
+    let (_manager, log) = open(dir.path(), small_config(), &clock);
+    let mut appended = Vec::new();
+    for i in 0..40 {
+        let b = batch(1 + i % 4, 100 + i * 7, 1_000 + i as i64, i as u8);
+        let info = log.append(&b).unwrap();
+        assert_eq!(
+            info.base_offset,
+            appended.last().map_or(0, |(_, last, _)| last + 1)
+        );
+        appended.push((info.base_offset, info.last_offset, without_offset(&b)));
+    }
+    assert!(log.segment_count() > 1, "small segments rolled");
+    let log_end = log.log_end_offset();
+    assert_eq!(log_end, appended.last().unwrap().1 + 1);
+    for (i, (base, last, bytes)) in appended.iter().enumerate() {
+        for offset in *base..=*last {
+            let read = batches_of(log.read(offset, 1).unwrap());
+            assert_eq!(read.len(), 1, "max_bytes=1 still returns one whole batch");
+            assert_eq!(read[0], (*base, *last, bytes.clone()), "offset {offset}");
+        }
+        let all = batches_of(log.read(*base, usize::MAX).unwrap());
+        assert_eq!(all[0].0, *base);
+        assert_eq!(all[0].2, *bytes);
+        let _ = i;
+    }
+    assert!(log.read(log_end, 1 << 20).unwrap().is_empty());
+    assert!(matches!(
+        log.read(log_end + 1, 1 << 20),
+        Err(StorageError::OffsetOutOfRange { requested, log_end: end, .. }) if requested == log_end + 1 && end == log_end
+    ));
+    assert!(matches!(
+        log.read(-1, 1),
+        Err(StorageError::OffsetOutOfRange { .. })
+    ));
+}
+
+/// `max_bytes` bounds a read to whole batches that fit, and a full sequential
+/// read from offset 0 returns every batch exactly once.
+#[test]
+fn max_bytes_and_sequential_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::at(0);
+    let (_manager, log) = open(dir.path(), small_config(), &clock);
+    let b = batch(2, 300, 5, 1);
+    for _ in 0..30 {
+        log.append(&b).unwrap();
+    }
+    let two = log.read(0, b.len() * 2 + 10).unwrap();
+    assert_eq!(two.len(), b.len() * 2);
+    let mut offset = 0;
+    let mut count = 0;
+    while offset < log.log_end_offset() {
+        let read = batches_of(log.read(offset, 1000).unwrap());
+        assert!(!read.is_empty());
+        for (base, last, bytes) in read {
+            assert_eq!(base, offset);
+            assert_eq!(bytes, without_offset(&b));
+            offset = last + 1;
+            count += 1;
+        }
+    }
+    assert_eq!(count, 30);
+}
+
+/// Malformed input gets a typed error and changes nothing.
+#[test]
+fn bad_appends_are_rejected_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::at(0);
+    let (_manager, log) = open(dir.path(), small_config(), &clock);
+    let good = batch(1, 10, 0, 0);
+    log.append(&good).unwrap();
+    let mut two = good.to_vec();
+    two.extend_from_slice(&good[..good.len() - 1]);
+    assert!(
+        matches!(log.append(&two), Err(StorageError::InvalidBatch { position, .. }) if position == good.len())
+    );
+    let mut bad_magic = good.to_vec();
+    bad_magic[16] = 1;
+    assert!(matches!(
+        log.append(&bad_magic),
+        Err(StorageError::InvalidBatch { .. })
+    ));
+    assert!(matches!(
+        log.append(&[]),
+        Err(StorageError::InvalidBatch { .. })
+    ));
+    assert!(matches!(
+        log.append(&[0u8; 100]),
+        Err(StorageError::InvalidBatch { .. })
+    ));
+    let big = batch(1, 70 * 1024, 0, 0);
+    assert!(matches!(
+        log.append(&big),
+        Err(StorageError::BatchTooLarge { .. })
+    ));
+    assert_eq!(log.log_end_offset(), 1);
+    assert_eq!(batches_of(log.read(0, usize::MAX).unwrap()).len(), 1);
+}
+
+/// Several batches in one append get consecutive offsets and land contiguously.
+#[test]
+fn multi_batch_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::at(0);
+    let (_manager, log) = open(dir.path(), small_config(), &clock);
+    let (a, b) = (batch(3, 20, 0, 1), batch(2, 20, 0, 2));
+    let mut both = a.to_vec();
+    both.extend_from_slice(&b);
+    let info = log.append_with_leader_epoch(&both, 7).unwrap();
+    assert_eq!((info.base_offset, info.last_offset), (0, 4));
+    let read = log.read(0, usize::MAX).unwrap();
+    let views: Vec<RecordBatchView> = BatchReader::new(read).map(Result::unwrap).collect();
+    assert_eq!(views[1].header().base_offset, 3);
+    assert_eq!(views[1].header().partition_leader_epoch, 7);
+}
+
+/// A segment rolls when it is older than `segment_ms`, judged by the injected clock.
+#[test]
+fn roll_by_age() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::at(0);
+    let config = LogConfig {
+        segment_ms: 1_000,
+        ..small_config()
+    };
+    let (_manager, log) = open(dir.path(), config, &clock);
+    log.append(&batch(1, 10, 0, 0)).unwrap();
+    clock.set(999);
+    log.append(&batch(1, 10, 0, 0)).unwrap();
+    assert_eq!(log.segment_count(), 1);
+    clock.set(1_000);
+    log.append(&batch(1, 10, 0, 0)).unwrap();
+    assert_eq!(log.segment_base_offsets(), vec![0, 2]);
+}
+
+/// `wait_for` returns at once for an offset already present and wakes on append otherwise.
+#[tokio::test]
+async fn wait_for_wakes_on_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::at(0);
+    let (_manager, log) = open(dir.path(), small_config(), &clock);
+    log.append(&batch(1, 10, 0, 0)).unwrap();
+    log.wait_for(0).await;
+    let waiter = {
+        let log = log.clone();
+        tokio::spawn(async move { log.wait_for(1).await })
+    };
+    tokio::task::yield_now().await;
+    assert!(!waiter.is_finished());
+    log.append(&batch(1, 10, 0, 0)).unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(10), waiter)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+/// Concurrent waiters share one fdatasync: 50 waiters on 50 appended offsets cost one flush.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_commit_shares_one_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::at(0);
+    let (_manager, log) = open(dir.path(), small_config(), &clock);
+    let b = batch(1, 10, 0, 0);
+    let offsets: Vec<i64> = (0..50)
+        .map(|_| log.append(&b).unwrap().base_offset)
+        .collect();
+    let before = log.flush_count();
+    let waiters: Vec<_> = offsets
+        .into_iter()
+        .map(|offset| {
+            let log = log.clone();
+            tokio::spawn(async move { log.wait_durable(offset).await })
+        })
+        .collect();
+    for waiter in waiters {
+        waiter.await.unwrap().unwrap();
+    }
+    assert_eq!(log.flush_count() - before, 1);
+    // Already durable: no further sync.
+    log.wait_durable(49).await.unwrap();
+    assert_eq!(log.flush_count() - before, 1);
+    assert!(matches!(
+        log.wait_durable(50).await,
+        Err(StorageError::OffsetOutOfRange { .. })
+    ));
+}
+
+/// Periodic mode acknowledges without syncing; the background pass flushes when due.
+#[tokio::test]
+async fn periodic_flush_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::at(0);
+    let config = LogConfig {
+        flush: FlushPolicy::Periodic {
+            flush_ms: 1_000,
+            flush_messages: 1_000,
+        },
+        ..small_config()
+    };
+    let (manager, log) = open(dir.path(), config, &clock);
+    log.append(&batch(1, 10, 0, 0)).unwrap();
+    log.wait_durable(0).await.unwrap();
+    let before = log.flush_count();
+    manager.background_pass(500, false);
+    assert_eq!(log.flush_count(), before);
+    manager.background_pass(1_000, false);
+    assert_eq!(log.flush_count(), before + 1);
+}
+
+/// Lookup by timestamp returns the first record at or after the timestamp, across segments.
+#[test]
+fn offset_for_timestamp_finds_first_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::at(0);
+    let (_manager, log) = open(dir.path(), small_config(), &clock);
+    // Batch i holds 3 records with timestamps 100*i, 100*i+1, 100*i+2.
+    for i in 0..60 {
+        log.append(&batch(3, 200, 100 * i, 0)).unwrap();
+    }
+    assert!(log.segment_count() > 2);
+    assert_eq!(log.offset_for_timestamp(-5).unwrap(), Some((0, 0)));
+    for i in 0..60i64 {
+        assert_eq!(
+            log.offset_for_timestamp(100 * i).unwrap(),
+            Some((3 * i, 100 * i))
+        );
+        assert_eq!(
+            log.offset_for_timestamp(100 * i + 2).unwrap(),
+            Some((3 * i + 2, 100 * i + 2))
+        );
+        if i < 59 {
+            assert_eq!(
+                log.offset_for_timestamp(100 * i + 50).unwrap(),
+                Some((3 * i + 3, 100 * i + 100))
+            );
+        }
+    }
+    assert_eq!(log.offset_for_timestamp(5_903).unwrap(), None);
+}
+
+/// `scan_headers` yields every batch header from the batch holding the offset.
+#[test]
+fn scan_headers_from_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::at(0);
+    let (_manager, log) = open(dir.path(), small_config(), &clock);
+    for _ in 0..30 {
+        log.append(&batch(2, 300, 0, 0)).unwrap();
+    }
+    let headers = log.scan_headers(5).unwrap();
+    assert_eq!(headers.first().unwrap().base_offset, 4);
+    assert_eq!(headers.len(), 28);
+    assert!(headers
+        .windows(2)
+        .all(|w| w[1].base_offset == w[0].last_offset() + 1));
+}
+
+/// Retention deletes whole old segments by size and by age, advances the log
+/// start, and readers holding bytes of a deleted segment keep valid memory.
+#[test]
+fn retention_by_size_and_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::at(0);
+    let (_manager, log) = open(dir.path(), small_config(), &clock);
+    for i in 0..60 {
+        log.append(&batch(1, 500, i * 10, 0)).unwrap();
+    }
+    log.flush().unwrap();
+    let held = log.read(0, usize::MAX).unwrap();
+    let held_copy = held.to_vec();
+    let segments = log.segment_count();
+    assert!(segments >= 4);
+    let limit = 3 * 8 * 1024;
+    log.set_config(LogConfig {
+        retention_bytes: limit,
+        retention_ms: -1,
+        ..small_config()
+    })
+    .unwrap();
+    let deleted = log.apply_retention(0).unwrap();
+    assert!(deleted > 0);
+    assert!(log.size_bytes() <= limit as u64 + 8 * 1024);
+    let start = log.log_start_offset();
+    assert_eq!(start, log.segment_base_offsets()[0]);
+    assert!(matches!(
+        log.read(start - 1, 1),
+        Err(StorageError::OffsetOutOfRange { .. })
+    ));
+    assert_eq!(batches_of(log.read(start, 1).unwrap())[0].0, start);
+    assert_eq!(
+        held.to_vec(),
+        held_copy,
+        "bytes of a deleted segment stay readable"
+    );
+    assert!(
+        !format::segment_path(log.dir(), 0, "log").exists(),
+        "the oldest segment file is gone"
+    );
+
+    log.set_config(LogConfig {
+        retention_ms: 100,
+        ..small_config()
+    })
+    .unwrap();
+    let before = log.segment_count();
+    assert_eq!(
+        log.apply_retention(0).unwrap(),
+        0,
+        "nothing older than 100 ms at t=0"
+    );
+    log.apply_retention(10_000).unwrap();
+    assert_eq!(
+        log.segment_count(),
+        1,
+        "all closed segments expired; the active one stays"
+    );
+    assert!(before > 1);
+}
+
+/// Deleting a topic removes its files; a later create starts empty.
+#[test]
+fn delete_topic_and_recreate() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::at(0);
+    let (manager, log) = open(dir.path(), small_config(), &clock);
+    log.append(&batch(1, 10, 0, 0)).unwrap();
+    let held = log.read(0, 100).unwrap();
+    manager.delete_topic("t").unwrap();
+    assert!(manager.get("t", 0).is_none());
+    assert!(!log.dir().exists());
+    assert!(matches!(
+        log.append(&batch(1, 10, 0, 0)),
+        Err(StorageError::Closed)
+    ));
+    assert_eq!(batches_of(held).len(), 1);
+    let again = manager.create_partition("t", 0, small_config()).unwrap();
+    assert_eq!(again.log_end_offset(), 0);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// For random batch shapes, segment sizes and index intervals, a read at
+    /// every offset returns the batch holding it, and a reopen changes nothing.
+    #[test]
+    fn every_offset_reads_back(
+        shapes in proptest::collection::vec((1usize..6, 0usize..700), 1..60),
+        segment_kib in 2u64..16,
+        interval in prop_oneof![Just(1u32), Just(128), Just(4096)],
+        clean in any::<bool>(),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::at(0);
+        let config = LogConfig { segment_bytes: segment_kib * 1024, index_interval_bytes: interval, ..small_config() };
+        let mut model = Vec::new();
+        {
+            let (manager, log) = open(dir.path(), config.clone(), &clock);
+            for (i, (records, value)) in shapes.iter().enumerate() {
+                let b = batch(*records, *value, i as i64, i as u8);
+                let info = log.append(&b).unwrap();
+                model.push((info.base_offset, info.last_offset, without_offset(&b)));
+            }
+            if clean { manager.shutdown().unwrap(); }
+        }
+        let (manager, log) = open(dir.path(), config, &clock);
+        let report = manager.recovery_report("t", 0).unwrap();
+        prop_assert_eq!(report.bytes_truncated, 0);
+        prop_assert_eq!(log.log_end_offset(), model.last().unwrap().1 + 1);
+        for (base, last, bytes) in &model {
+            for offset in *base..=*last {
+                let read = batches_of(log.read(offset, 1).unwrap());
+                prop_assert_eq!(&read[0], &(*base, *last, bytes.clone()));
+            }
+        }
+    }
+}

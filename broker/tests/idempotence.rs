@@ -1,0 +1,144 @@
+//! Idempotent produce: InitProducerId plus hand-built batches with producer
+//! ids, epochs and sequences, against a real `skiffd`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use anyhow::{bail, Result};
+use common::{batch, Client, Skiffd};
+use skiff_protocol::api::messages;
+use skiff_protocol::api::{ApiKey, RequestKind, ResponseKind, StrBytes};
+use skiff_protocol::ErrorCode;
+
+fn init_producer_id(
+    client: &mut Client,
+    transactional_id: Option<&str>,
+) -> Result<(i16, i64, i16)> {
+    let mut request = messages::InitProducerIdRequest::default();
+    request.transactional_id =
+        transactional_id.map(|id| messages::TransactionalId(StrBytes::from_string(id.to_string())));
+    request.transaction_timeout_ms = 60_000;
+    request.producer_id = messages::ProducerId(-1);
+    request.producer_epoch = -1;
+    match client.call(
+        ApiKey::InitProducerId,
+        4,
+        RequestKind::InitProducerId(request),
+    )? {
+        ResponseKind::InitProducerId(r) => Ok((r.error_code, r.producer_id.0, r.producer_epoch)),
+        other => bail!("unexpected {other:?}"),
+    }
+}
+
+/// A retried batch is answered with its original offset and stored once, also after a restart.
+#[test]
+fn retried_batch_is_not_duplicated() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let broker = Skiffd::start(dir.path(), &[])?;
+    let mut client = broker.connect()?;
+    assert_eq!(client.create_topic("idem", 1, &[])?, 0);
+    let (error, producer_id, epoch) = init_producer_id(&mut client, None)?;
+    assert_eq!((error, epoch), (0, 0));
+    assert!(producer_id >= 0);
+
+    let first = batch(&[b"a", b"b", b"c"], producer_id, 0, 0);
+    let second = batch(&[b"d"], producer_id, 0, 3);
+    assert_eq!(client.produce("idem", 0, first.clone(), -1)?, (0, 0));
+    assert_eq!(
+        client.produce("idem", 0, first.clone(), -1)?,
+        (0, 0),
+        "retry answered with the original offset"
+    );
+    assert_eq!(client.produce("idem", 0, second.clone(), -1)?, (0, 3));
+    assert_eq!(
+        client.produce("idem", 0, first.clone(), -1)?,
+        (0, 0),
+        "older batch in the window still recognised"
+    );
+    assert_eq!(
+        client.list_offset("idem", 0, -1)?,
+        (0, 4),
+        "nothing appended twice"
+    );
+
+    drop(client);
+    assert_eq!(broker.stop()?, 0);
+    let broker = Skiffd::start(dir.path(), &[])?;
+    let mut client = broker.connect()?;
+    assert_eq!(
+        client.produce("idem", 0, second, -1)?,
+        (0, 3),
+        "state rebuilt from the log"
+    );
+    assert_eq!(client.list_offset("idem", 0, -1)?, (0, 4));
+    let (_, next_id, _) = init_producer_id(&mut client, None)?;
+    assert!(
+        next_id > producer_id,
+        "producer ids are never reused ({next_id} after {producer_id})"
+    );
+    Ok(())
+}
+
+/// A gap in the sequence is OUT_OF_ORDER_SEQUENCE_NUMBER and appends nothing.
+#[test]
+fn sequence_gap_is_out_of_order() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let broker = Skiffd::start(dir.path(), &[])?;
+    let mut client = broker.connect()?;
+    assert_eq!(client.create_topic("gap", 1, &[])?, 0);
+    let (_, producer_id, _) = init_producer_id(&mut client, None)?;
+    assert_eq!(
+        client
+            .produce("gap", 0, batch(&[b"a", b"b"], producer_id, 0, 0), -1)?
+            .0,
+        0
+    );
+    let (error, _) = client.produce("gap", 0, batch(&[b"z"], producer_id, 0, 5), -1)?;
+    assert_eq!(error, ErrorCode::OutOfOrderSequenceNumber.code());
+    assert_eq!(client.list_offset("gap", 0, -1)?, (0, 2));
+    // The expected sequence still works afterwards.
+    assert_eq!(
+        client.produce("gap", 0, batch(&[b"c"], producer_id, 0, 2), -1)?,
+        (0, 2)
+    );
+    Ok(())
+}
+
+/// After a newer epoch of the producer wrote, the old epoch is fenced with INVALID_PRODUCER_EPOCH.
+#[test]
+fn old_epoch_is_fenced() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let broker = Skiffd::start(dir.path(), &[])?;
+    let mut client = broker.connect()?;
+    assert_eq!(client.create_topic("fence", 1, &[])?, 0);
+    let (_, producer_id, _) = init_producer_id(&mut client, None)?;
+    assert_eq!(
+        client
+            .produce("fence", 0, batch(&[b"a"], producer_id, 0, 0), -1)?
+            .0,
+        0
+    );
+    // A bumped epoch must restart its sequence at zero.
+    let (error, _) = client.produce("fence", 0, batch(&[b"b"], producer_id, 1, 7), -1)?;
+    assert_eq!(error, ErrorCode::OutOfOrderSequenceNumber.code());
+    assert_eq!(
+        client.produce("fence", 0, batch(&[b"b"], producer_id, 1, 0), -1)?,
+        (0, 1)
+    );
+    let (error, _) = client.produce("fence", 0, batch(&[b"c"], producer_id, 0, 1), -1)?;
+    assert_eq!(error, ErrorCode::InvalidProducerEpoch.code());
+    assert_eq!(client.list_offset("fence", 0, -1)?, (0, 2));
+    Ok(())
+}
+
+/// Transactions are not served: a transactional id is refused, not half-supported.
+#[test]
+fn transactional_id_is_refused() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let broker = Skiffd::start(dir.path(), &[])?;
+    let mut client = broker.connect()?;
+    let (error, producer_id, _) = init_producer_id(&mut client, Some("txn-1"))?;
+    assert_eq!(error, ErrorCode::TransactionalIdAuthorizationFailed.code());
+    assert_eq!(producer_id, -1);
+    Ok(())
+}

@@ -1,0 +1,181 @@
+//! Kafka over QUIC with a quinn client: one bidirectional stream per request.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use bytes::{Buf, Bytes};
+use common::{batch, record_values, Client, Skiffd};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+use skiff_protocol::api::messages::{self, TopicName};
+use skiff_protocol::api::{self, ApiKey, RequestKind, ResponseKind, StrBytes};
+use skiff_protocol::frame::RequestHeader;
+
+/// Connects trusting the broker's generated certificate (pinning it as a root).
+async fn connect(broker: &Skiffd) -> Result<(quinn::Endpoint, quinn::Connection)> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(broker.data_dir.join("quic-cert.pem"))? {
+        roots.add(cert?)?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![skiff_broker::server::quic::ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+    let addr = broker.quic.context("QUIC disabled")?;
+    let connection = endpoint.connect(addr, "localhost")?.await?;
+    Ok((endpoint, connection))
+}
+
+/// One request on its own stream; `None` when the broker sends no response (acks=0).
+async fn call(
+    connection: &quinn::Connection,
+    key: ApiKey,
+    version: i16,
+    request: RequestKind,
+) -> Result<Option<ResponseKind>> {
+    let (mut send, mut recv) = connection.open_bi().await?;
+    let header = RequestHeader {
+        api_key: key as i16,
+        api_version: version,
+        correlation_id: 7,
+        client_id: Some("quic-test".to_string()),
+    };
+    let frame = api::encode_request(&header, &request)?;
+    let mut chunks = frame.chunks;
+    send.write_all_chunks(&mut chunks).await?;
+    send.finish()?;
+    let data = recv.read_to_end(64 * 1024 * 1024).await?;
+    if data.is_empty() {
+        return Ok(None);
+    }
+    let mut frame = Bytes::from(data);
+    let size = frame.get_i32();
+    if size as usize != frame.len() {
+        bail!("frame size {size} but {} bytes", frame.len());
+    }
+    let correlation_id = api::decode_response_header(key, version, &mut frame)?;
+    assert_eq!(correlation_id, 7);
+    Ok(Some(api::decode_response_body(key, version, &mut frame)?))
+}
+
+fn produce_request(topic: &str, records: Bytes) -> RequestKind {
+    let mut data = messages::produce_request::PartitionProduceData::default();
+    data.index = 0;
+    data.records = Some(records);
+    let mut topic_data = messages::produce_request::TopicProduceData::default();
+    topic_data.name = TopicName(StrBytes::from_string(topic.to_string()));
+    topic_data.partition_data = vec![data];
+    let mut request = messages::ProduceRequest::default();
+    request.acks = -1;
+    request.timeout_ms = 10_000;
+    request.topic_data = vec![topic_data];
+    RequestKind::Produce(request)
+}
+
+async fn produce(
+    connection: &quinn::Connection,
+    topic: &str,
+    records: Bytes,
+) -> Result<(i16, i64)> {
+    match call(
+        connection,
+        ApiKey::Produce,
+        9,
+        produce_request(topic, records),
+    )
+    .await?
+    {
+        Some(ResponseKind::Produce(r)) => {
+            let p = &r.responses[0].partition_responses[0];
+            Ok((p.error_code, p.base_offset))
+        }
+        other => bail!("unexpected {other:?}"),
+    }
+}
+
+async fn fetch(
+    connection: &quinn::Connection,
+    topic: &str,
+    offset: i64,
+    max_wait_ms: i32,
+) -> Result<(i16, Bytes)> {
+    let request = Client::fetch_request(topic, 0, offset, max_wait_ms, 1);
+    match call(connection, ApiKey::Fetch, 12, RequestKind::Fetch(request)).await? {
+        Some(ResponseKind::Fetch(r)) => {
+            let p = &r.responses[0].partitions[0];
+            Ok((p.error_code, p.records.clone().unwrap_or_default()))
+        }
+        other => bail!("unexpected {other:?}"),
+    }
+}
+
+/// ApiVersions, Produce and Fetch over QUIC; a long-poll fetch stays open on one stream
+/// while produces complete on others, and wakes when its own partition gets data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quic_api_versions_produce_fetch_and_long_poll() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let broker = Skiffd::start(dir.path(), &[])?;
+    let (_endpoint, connection) = connect(&broker).await?;
+
+    let Some(ResponseKind::ApiVersions(versions)) = call(
+        &connection,
+        ApiKey::ApiVersions,
+        3,
+        RequestKind::ApiVersions(Default::default()),
+    )
+    .await?
+    else {
+        bail!("no ApiVersions response")
+    };
+    assert_eq!(versions.error_code, 0);
+    assert!(versions.api_keys.iter().any(|k| k.api_key == 0));
+
+    assert_eq!(
+        produce(&connection, "quic-busy", batch(&[b"one"], -1, -1, -1)).await?,
+        (0, 0)
+    );
+    let (error, records) = fetch(&connection, "quic-busy", 0, 0).await?;
+    assert_eq!(error, 0);
+    assert_eq!(record_values(records)?, vec![&b"one"[..]]);
+    assert_eq!(
+        produce(&connection, "quic-waiting", batch(&[b"seed"], -1, -1, -1)).await?,
+        (0, 0)
+    );
+
+    let poller = {
+        let connection = connection.clone();
+        tokio::spawn(async move { fetch(&connection, "quic-waiting", 1, 30_000).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for i in 1..=5 {
+        let value = format!("busy-{i}");
+        let (error, offset) = produce(
+            &connection,
+            "quic-busy",
+            batch(&[value.as_bytes()], -1, -1, -1),
+        )
+        .await?;
+        assert_eq!((error, offset), (0, i));
+    }
+    assert!(
+        !poller.is_finished(),
+        "the long poll is still open after the other produces completed"
+    );
+    assert_eq!(
+        produce(&connection, "quic-waiting", batch(&[b"wake"], -1, -1, -1)).await?,
+        (0, 1)
+    );
+    let (error, records) = tokio::time::timeout(Duration::from_secs(10), poller).await???;
+    assert_eq!(error, 0);
+    assert_eq!(record_values(records)?, vec![&b"wake"[..]]);
+    Ok(())
+}

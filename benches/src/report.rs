@@ -252,8 +252,15 @@ impl Report {
         }
         let _ = writeln!(
             out,
-            "\n{:<10} {:>12} {:>10} {:>9} {:>12} {:>12} {:>8}",
-            "direction", "records/s", "MB/s", "seconds", "of loopback", "of pagecache", "records"
+            "\n{:<10} {:>12} {:>10} {:>10} {:>9} {:>12} {:>12} {:>10}",
+            "direction",
+            "records/s",
+            "MB/s",
+            "wire MB/s",
+            "seconds",
+            "of loopback",
+            "of pagecache",
+            "records"
         );
         for (name, throughput) in [("produce", &self.produce), ("consume", &self.consume)] {
             if let Some(t) = throughput {
@@ -281,11 +288,13 @@ impl Report {
         if let Some(rate) = self.target_rate_per_s {
             let _ = writeln!(out, "(producers paced at {rate:.0} records/s in total)");
         }
-        let _ = writeln!(
-            out,
-            "\n{:<16} {:>8} {:>8} {:>8} {:>8} {:>9} {:>10}",
-            "latency (µs)", "p50", "p90", "p99", "p99.9", "max", "samples"
-        );
+        if self.produce_latency_us.is_some() || self.e2e_latency_us.is_some() {
+            let _ = writeln!(
+                out,
+                "\n{:<16} {:>8} {:>8} {:>8} {:>8} {:>9} {:>10}",
+                "latency (µs)", "p50", "p90", "p99", "p99.9", "max", "samples"
+            );
+        }
         for (name, latency) in [
             ("produce-ack", &self.produce_latency_us),
             ("end-to-end", &self.e2e_latency_us),

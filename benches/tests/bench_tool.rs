@@ -95,7 +95,6 @@ fn check_percentiles(report: &Value, field: &str, samples: u64) -> Result<()> {
 /// record is sent, acknowledged and consumed once, and the report carries
 /// throughput, limits, latency percentiles and per-partition counts.
 #[test]
-#[ignore = "needs a skiffd that serves Produce/Fetch (branches broker + storage)"]
 fn e2e_counts_are_consistent() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let report = run_json(
@@ -164,7 +163,6 @@ fn e2e_counts_are_consistent() -> Result<()> {
 
 /// consume: the tool writes the records first, then reads every one back.
 #[test]
-#[ignore = "needs a skiffd that serves Produce/Fetch (branches broker + storage)"]
 fn consume_reads_back_everything() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let report = run_json(

@@ -230,7 +230,7 @@ where
         }
         WorkloadKind::Consume => {
             let running =
-                workload::start_consumers(&connector, &consume_plan, None, clock, &live).await?;
+                workload::start_consumers(&connector, &consume_plan, false, clock, &live).await?;
             let phase = running.finish(&live).await?;
             consume = Some(Throughput::new(
                 phase.outcome.measured_records,
@@ -250,14 +250,8 @@ where
             partition_counts = phase.outcome.partitions;
         }
         WorkloadKind::E2e => {
-            let running = workload::start_consumers(
-                &connector,
-                &consume_plan,
-                Some(Instant::now() + args.warmup),
-                clock,
-                &live,
-            )
-            .await?;
+            let running =
+                workload::start_consumers(&connector, &consume_plan, true, clock, &live).await?;
             let phase = workload::produce_phase(&connector, &produce_plan, clock, &live).await?;
             let delivered = if args.acks.wire_value() == 0 {
                 phase.outcome.sent

@@ -19,8 +19,9 @@ pub struct ConsumerJob {
     pub partitions: u32,
     /// Records count toward throughput from this instant on.
     pub measure_start: Instant,
-    /// Time stamped records end to end; records stamped before this (warm-up) are not timed.
-    pub e2e_from_unix_ns: Option<u64>,
+    /// Time stamped records end to end (those sent after the producers'
+    /// warm-up, `Live::measure_from_unix_ns`).
+    pub time_end_to_end: bool,
     pub clock: Clock,
     pub live: Arc<Live>,
 }
@@ -80,10 +81,8 @@ pub async fn run<C: BenchConsumer>(mut consumer: C, job: ConsumerJob) -> Consume
                     outcome.first_measured.get_or_insert(now);
                     outcome.last_measured = Some(now);
                 }
-                if let (Some(from_ns), Some(stamp_ns)) =
-                    (job.e2e_from_unix_ns, read_stamp(record.value))
-                {
-                    if stamp_ns >= from_ns {
+                if let Some(stamp_ns) = read_stamp(record.value).filter(|_| job.time_end_to_end) {
+                    if stamp_ns >= live.measure_from_unix_ns.load(Relaxed) {
                         let delivered_ns = job.clock.unix_ns(now);
                         outcome
                             .e2e

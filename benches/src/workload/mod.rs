@@ -84,6 +84,9 @@ pub struct Live {
     pub consume_target: AtomicU64,
     /// Set to stop every task early (a failed run).
     pub abort: AtomicBool,
+    /// Unix ns of the producers' warm-up end: consumers time stamped records
+    /// sent from then on (u64::MAX until the producers start).
+    pub measure_from_unix_ns: AtomicU64,
 }
 
 impl Default for Live {
@@ -97,6 +100,7 @@ impl Default for Live {
             errors: AtomicU64::new(0),
             consume_target: AtomicU64::new(u64::MAX),
             abort: AtomicBool::new(false),
+            measure_from_unix_ns: AtomicU64::new(u64::MAX),
         }
     }
 }
@@ -205,6 +209,8 @@ pub async fn produce_phase<C: Connector>(
     }
     let started = Instant::now();
     let measure_start = started + plan.warmup;
+    live.measure_from_unix_ns
+        .store(clock.unix_ns(measure_start), Relaxed);
     let record_shares = match plan.amount {
         Amount::Duration(_) => None,
         Amount::Messages(messages) => Some(shares(messages, plan.producers)),
@@ -277,7 +283,7 @@ pub struct ConsumersRunning {
 pub async fn start_consumers<C: Connector>(
     connector: &C,
     plan: &ConsumePlan,
-    e2e_from: Option<Instant>,
+    time_end_to_end: bool,
     clock: Clock,
     live: &Arc<Live>,
 ) -> Result<ConsumersRunning> {
@@ -320,7 +326,7 @@ pub async fn start_consumers<C: Connector>(
                 topics: plan.topics.len(),
                 partitions: plan.partitions,
                 measure_start: started,
-                e2e_from_unix_ns: e2e_from.map(|instant| clock.unix_ns(instant)),
+                time_end_to_end,
                 clock,
                 live: Arc::clone(live),
             };

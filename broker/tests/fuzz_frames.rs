@@ -111,10 +111,10 @@ fn random_and_mutated_frames_do_not_break_the_broker() -> Result<()> {
     let mut broker = Skiffd::start(dir.path(), &["--frame-bytes-max", "65536"])?;
     let seeds = seeds();
     let mut rng = Rng(0x5eed_cafe_f00d_1234);
-    for _connection in 0..40 {
+    for _connection in 0..150 {
         let mut stream = TcpStream::connect(broker.tcp)?;
         stream.set_read_timeout(Some(Duration::from_millis(50)))?;
-        for _ in 0..15 {
+        for _ in 0..20 {
             let frame = mutate(&mut rng, &seeds);
             if stream.write_all(&frame).is_err() {
                 break; // the broker closed this connection, as it may

@@ -75,6 +75,16 @@ pub struct TopicDescription {
 }
 
 /// Administers a cluster.
+///
+/// ```no_run
+/// # async fn demo(client: skiff_client::Client) -> skiff_client::Result<()> {
+/// use skiff_client::{Admin, NewTopic};
+///
+/// let admin = Admin::new(client);
+/// admin.create_topic(NewTopic::new("orders", 6).config("retention.ms", "604800000")).await?;
+/// let names = admin.list_topics(false).await?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Admin {
     client: Client,

@@ -283,6 +283,23 @@ impl Client {
         self.any_connection().await
     }
 
+    /// The cached metadata of `topic` if it has partitions, however old.
+    /// Hot paths use this and leave refreshing to the background.
+    pub fn cached_topic(&self, topic: &str) -> Option<Arc<TopicMetadata>> {
+        let cache = self.inner.cache.read().ok()?;
+        cache
+            .metadata
+            .topics
+            .get(topic)
+            .filter(|t| t.error.is_none() && !t.partitions.is_empty())
+            .cloned()
+    }
+
+    /// Whether someone reported the metadata stale since the last refresh.
+    pub fn is_metadata_stale(&self) -> bool {
+        self.inner.cache.read().map(|c| c.stale).unwrap_or(true)
+    }
+
     /// Marks the cached metadata stale: the next lookup refreshes it.
     pub fn invalidate_metadata(&self) {
         if let Ok(mut cache) = self.inner.cache.write() {
@@ -337,7 +354,19 @@ impl Client {
     /// The metadata of `topic`, from the cache when fresh. A topic the
     /// broker is still creating (LEADER_NOT_AVAILABLE) is waited for up to
     /// the request timeout; a topic that does not exist is an error.
+    ///
+    /// Asking may create the topic if the broker auto-creates topics, as
+    /// Kafka producers and consumers do; see [`Client::existing_topic`].
     pub async fn topic(&self, topic: &str) -> Result<Arc<TopicMetadata>> {
+        self.topic_with(topic, true).await
+    }
+
+    /// Like [`Client::topic`], but never asks the broker to create the topic.
+    pub async fn existing_topic(&self, topic: &str) -> Result<Arc<TopicMetadata>> {
+        self.topic_with(topic, false).await
+    }
+
+    async fn topic_with(&self, topic: &str, allow_auto_create: bool) -> Result<Arc<TopicMetadata>> {
         let deadline = Instant::now() + self.inner.config.connection.request_timeout;
         let mut backoff = Duration::from_millis(20);
         loop {
@@ -369,7 +398,7 @@ impl Client {
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_millis(500));
             }
-            self.refresh_topics(&[topic], true).await?;
+            self.refresh_topics(&[topic], allow_auto_create).await?;
         }
     }
 

@@ -15,27 +15,49 @@ use thiserror::Error;
 pub enum Error {
     /// A bootstrap or advertised broker address could not be parsed or resolved.
     #[error("invalid broker address {address:?}: {reason}")]
-    InvalidAddress { address: String, reason: String },
+    InvalidAddress {
+        /// The address as given.
+        address: String,
+        /// Why it is invalid.
+        reason: String,
+    },
     /// The TCP or QUIC connection could not be established.
     #[error("cannot connect to broker {address}: {source}")]
     Connect {
+        /// The broker address concerned.
         address: String,
+        /// The underlying I/O error.
         #[source]
         source: Arc<std::io::Error>,
     },
     /// QUIC or TLS failed (handshake, certificate, stream).
     #[error("QUIC connection to {address} failed: {reason}")]
-    Quic { address: String, reason: String },
+    Quic {
+        /// The broker address.
+        address: String,
+        /// What failed.
+        reason: String,
+    },
     /// The trust settings for QUIC could not be loaded.
     #[error("cannot load the broker certificate: {reason}")]
-    Certificate { reason: String },
+    Certificate {
+        /// What failed.
+        reason: String,
+    },
     /// An established connection broke; in-flight requests on it fail with this.
     #[error("connection to {address} lost: {reason}")]
-    Disconnected { address: String, reason: String },
+    Disconnected {
+        /// The broker address.
+        address: String,
+        /// Why the connection ended.
+        reason: String,
+    },
     /// The broker sent bytes we could not decode.
     #[error("malformed response from {address}: {source}")]
     Decode {
+        /// The broker address concerned.
         address: String,
+        /// The decoding error.
         #[source]
         source: DecodeError,
     },
@@ -44,41 +66,70 @@ pub enum Error {
     Encode(#[source] DecodeError),
     /// No version of an API is supported by both the broker and this client.
     #[error("broker {address} does not support {api} in any version this client speaks")]
-    UnsupportedVersion { address: String, api: &'static str },
+    UnsupportedVersion {
+        /// The broker address.
+        address: String,
+        /// The API name.
+        api: &'static str,
+    },
     /// A broker answered with a Kafka error code.
     #[error("{context}: {} ({}){}", code.name(), code.code(), message.as_deref().map(|m| format!(": {m}")).unwrap_or_default())]
     Kafka {
+        /// The Kafka error code.
         code: ErrorCode,
+        /// What the client was doing.
         context: String,
+        /// The broker's error message, if any.
         message: Option<String>,
     },
     /// A request got no answer within the request timeout.
     #[error("request to {address} timed out after {timeout:?}")]
-    RequestTimeout { address: String, timeout: Duration },
+    RequestTimeout {
+        /// The broker address.
+        address: String,
+        /// The request timeout.
+        timeout: Duration,
+    },
     /// A record was not acknowledged within the delivery timeout.
     #[error("record not delivered within the delivery timeout of {timeout:?}: {last_error}")]
     DeliveryTimeout {
+        /// The timeout that expired.
         timeout: Duration,
+        /// The last error seen before giving up.
         last_error: String,
     },
     /// The topic does not exist (and was not created automatically).
     #[error("topic {topic:?} does not exist")]
-    UnknownTopic { topic: String },
+    UnknownTopic {
+        /// The topic.
+        topic: String,
+    },
     /// The partition number is outside the topic's partitions.
     #[error("topic {topic:?} has {partitions} partitions; partition {partition} does not exist")]
     UnknownPartition {
+        /// The topic.
         topic: String,
+        /// The partition.
         partition: i32,
+        /// How many partitions the topic has.
         partitions: i32,
     },
     /// No bootstrap broker answered.
     #[error("no broker reachable (tried {tried}): {last_error}")]
-    NoBrokerAvailable { tried: String, last_error: String },
+    NoBrokerAvailable {
+        /// The addresses tried.
+        tried: String,
+        /// The last connection error.
+        last_error: String,
+    },
     /// A record is larger than a configured limit.
     #[error("record of {record_bytes} bytes exceeds {limit} ({limit_bytes} bytes)")]
     RecordTooLarge {
+        /// The record's size.
         record_bytes: usize,
+        /// The setting that limits it.
         limit: &'static str,
+        /// The limit.
         limit_bytes: usize,
     },
     /// The fetch position is outside the log and the reset policy is `None`.
@@ -86,20 +137,30 @@ pub enum Error {
         "offset {offset} is out of range for {topic}-{partition} and auto offset reset is none"
     )]
     OffsetOutOfRange {
+        /// The topic.
         topic: String,
+        /// The partition.
         partition: i32,
+        /// The offset.
         offset: i64,
     },
     /// The partition is not assigned to this consumer.
     #[error("{topic}-{partition} is not assigned to this consumer")]
-    NotAssigned { topic: String, partition: i32 },
+    NotAssigned {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+    },
     /// An invalid setting.
     #[error("invalid configuration: {0}")]
     Config(String),
     /// Some records accepted by the producer were not delivered.
     #[error("{failed_records} record(s) could not be delivered; first error: {first_error}")]
     Undelivered {
+        /// How many records failed.
         failed_records: u64,
+        /// The first failure.
         first_error: Box<Error>,
     },
     /// The producer or consumer was closed.

@@ -2,24 +2,37 @@
 //! Kafka-protocol broker, over TCP or QUIC.
 //!
 //! Everything starts from a [`Client`], which holds the connections (one per
-//! broker, shared) and the cluster metadata cache:
+//! broker, shared by everything built on the client) and the cluster
+//! metadata cache. Bootstrap addresses are `host:port` for TCP and
+//! `quic://host:port` for QUIC; QUIC brokers use self-signed certificates,
+//! trusted by pinning ([`QuicTrust`]).
 //!
 //! ```no_run
 //! # async fn demo() -> skiff_client::Result<()> {
-//! use skiff_client::{Client, ClientConfig};
+//! use skiff_client::{Client, ClientConfig, Producer, ProducerConfig, ProducerRecord};
+//!
 //! let client = Client::connect(ClientConfig::new("127.0.0.1:9092")?).await?;
-//! let topics = client.metadata().await?.topics;
+//! let producer = Producer::new(client.clone(), ProducerConfig::default()).await?;
+//! let delivery = producer.send(ProducerRecord::new("events", b"hello").key(b"user-1")).await?;
+//! let written = delivery.await?;
+//! println!("partition {} offset {}", written.partition, written.offset);
+//! producer.close().await?;
 //! # Ok(()) }
 //! ```
+//!
+//! - [`producer`]: batching, idempotent producer with murmur2 partitioning.
+//! - [`consumer`]: manual-assignment consumer with pipelined fetches.
+//! - [`admin`]: topics, offsets, cluster metadata.
+//! - [`net`]: addresses, TCP and QUIC transports, version negotiation.
 
-pub mod error;
-pub mod net;
+#![warn(missing_docs)]
 
-pub use error::{Error, Result};
 pub mod admin;
 pub mod client;
 pub mod consumer;
+pub mod error;
 pub mod metadata;
+pub mod net;
 pub mod producer;
 
 pub use admin::{Admin, ConfigEntry, NewTopic, TopicDescription};
@@ -27,6 +40,7 @@ pub use client::{Client, ClientConfig};
 pub use consumer::{
     Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, OffsetSpec, SeekTo, TopicPartition,
 };
+pub use error::{Error, Result};
 pub use metadata::{ClusterMetadata, PartitionMetadata, TopicMetadata};
 pub use net::{BrokerAddress, QuicTrust, Transport};
 pub use producer::{

@@ -129,3 +129,61 @@ pub(crate) fn from_response(response: &MetadataResponse, transport: Transport) -
         topics,
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use skiff_protocol::api::messages::metadata_response::{
+        MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+    };
+    use skiff_protocol::api::messages::{BrokerId, TopicName};
+    use skiff_protocol::api::StrBytes;
+
+    /// A response decodes into brokers with the asking transport, topics
+    /// with partitions sorted by number, and errors as codes.
+    #[test]
+    fn decodes_a_metadata_response() {
+        let mut response = MetadataResponse::default();
+        let mut broker = MetadataResponseBroker::default();
+        broker.node_id = BrokerId(3);
+        broker.host = StrBytes::from_static_str("10.0.0.1");
+        broker.port = 9093;
+        response.brokers = vec![broker];
+        response.controller_id = BrokerId(3);
+        let mut topic = MetadataResponseTopic::default();
+        topic.name = Some(TopicName(StrBytes::from_static_str("t")));
+        topic.partitions = [1, 0]
+            .into_iter()
+            .map(|index| {
+                let mut p = MetadataResponsePartition::default();
+                p.partition_index = index;
+                p.leader_id = BrokerId(3);
+                p.error_code = if index == 1 { 5 } else { 0 };
+                p
+            })
+            .collect();
+        let mut missing = MetadataResponseTopic::default();
+        missing.name = Some(TopicName(StrBytes::from_static_str("gone")));
+        missing.error_code = 3;
+        response.topics = vec![topic, missing];
+
+        let metadata = from_response(&response, Transport::Quic);
+        assert_eq!(metadata.brokers[&3], BrokerAddress::quic("10.0.0.1", 9093));
+        assert_eq!(metadata.controller_id, 3);
+        let t = &metadata.topics["t"];
+        assert_eq!(
+            t.partitions.iter().map(|p| p.partition).collect::<Vec<_>>(),
+            vec![0, 1]
+        );
+        assert_eq!(
+            t.partition(1).unwrap().error,
+            Some(ErrorCode::LeaderNotAvailable)
+        );
+        assert_eq!(t.partition(2), None);
+        assert_eq!(
+            metadata.topics["gone"].error,
+            Some(ErrorCode::UnknownTopicOrPartition)
+        );
+    }
+}

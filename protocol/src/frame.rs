@@ -23,6 +23,9 @@ pub const FRAME_SIZE_PREFIX_BYTES: usize = 4;
 pub const FRAME_BYTES_MAX_DEFAULT: usize = 100 * 1024 * 1024;
 /// Largest number of tagged fields we skip in a header.
 const TAGGED_FIELDS_MAX: u32 = 1024;
+/// Most we reserve ahead for a partial frame: a peer that sends a size
+/// prefix and then nothing should not pin `max_bytes` of memory.
+const FRAME_RESERVE_BYTES_MAX: usize = 1024 * 1024;
 
 /// Takes one whole frame's payload (without the size prefix) off the front of
 /// `buf`, or returns `Ok(None)` if `buf` does not yet hold a whole frame.
@@ -34,8 +37,9 @@ pub fn read_frame(buf: &mut BytesMut, max_bytes: usize) -> Result<Option<Bytes>>
         return Ok(None);
     };
     if buf.len() < FRAME_SIZE_PREFIX_BYTES + size {
-        // Make room for the rest of the frame in one go.
-        buf.reserve(FRAME_SIZE_PREFIX_BYTES + size - buf.len());
+        // Make room for (a bounded part of) the rest of the frame.
+        let missing = FRAME_SIZE_PREFIX_BYTES + size - buf.len();
+        buf.reserve(missing.min(FRAME_RESERVE_BYTES_MAX));
         return Ok(None);
     }
     buf.advance(FRAME_SIZE_PREFIX_BYTES);
@@ -207,4 +211,178 @@ pub fn decode_response_header(frame: &mut Bytes, header_version: i16) -> Result<
         skip_tagged_fields(frame, total)?;
     }
     Ok(correlation_id)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use proptest::prelude::*;
+
+    fn framed(payload: &[u8]) -> Vec<u8> {
+        let mut out = (payload.len() as i32).to_be_bytes().to_vec();
+        out.extend_from_slice(payload);
+        out
+    }
+
+    /// A frame is returned only once whole; the bytes after it stay in the buffer.
+    #[test]
+    fn frames_come_out_whole_and_in_order() {
+        let mut stream = framed(b"first");
+        stream.extend(framed(b""));
+        stream.extend(framed(b"third"));
+        for cut in 0..stream.len() {
+            let mut buf = BytesMut::from(&stream[..cut]);
+            let mut seen = Vec::new();
+            while let Some(frame) = read_frame(&mut buf, 64).unwrap() {
+                seen.push(frame);
+            }
+            let whole = [9usize, 13, 22].iter().filter(|&&end| end <= cut).count();
+            assert_eq!(seen.len(), whole, "cut at {cut}");
+        }
+        let mut buf = BytesMut::from(&stream[..]);
+        assert_eq!(&read_frame(&mut buf, 64).unwrap().unwrap()[..], b"first");
+        assert_eq!(&read_frame(&mut buf, 64).unwrap().unwrap()[..], b"");
+        assert_eq!(&read_frame(&mut buf, 64).unwrap().unwrap()[..], b"third");
+        assert!(buf.is_empty());
+    }
+
+    /// A size above the maximum is rejected from the 4-byte prefix alone,
+    /// before the buffer grows; a negative size is its own error.
+    #[test]
+    fn oversized_and_negative_frames_are_rejected_before_allocating() {
+        let mut buf = BytesMut::with_capacity(16);
+        buf.extend_from_slice(&(1_000_001i32).to_be_bytes());
+        let capacity = buf.capacity();
+        assert_eq!(
+            read_frame(&mut buf, 1_000_000),
+            Err(DecodeError::FrameTooLarge {
+                size: 1_000_001,
+                max: 1_000_000
+            })
+        );
+        assert_eq!(buf.capacity(), capacity, "buffer grew for a rejected frame");
+        let mut buf = BytesMut::from(&(-5i32).to_be_bytes()[..]);
+        assert_eq!(
+            read_frame(&mut buf, 100),
+            Err(DecodeError::NegativeFrameSize { size: -5 })
+        );
+    }
+
+    /// A prefix announcing a large (allowed) frame reserves at most 1 MiB ahead.
+    #[test]
+    fn partial_frames_reserve_a_bounded_amount() {
+        let mut buf = BytesMut::from(&(90_000_000i32).to_be_bytes()[..]);
+        assert_eq!(read_frame(&mut buf, FRAME_BYTES_MAX_DEFAULT), Ok(None));
+        assert!(
+            buf.capacity() <= 2 * FRAME_RESERVE_BYTES_MAX,
+            "reserved {}",
+            buf.capacity()
+        );
+    }
+
+    proptest! {
+        /// Request headers v0-v2 round-trip every field the version carries.
+        #[test]
+        fn request_headers_round_trip(
+            api_key in any::<i16>(),
+            api_version in any::<i16>(),
+            correlation_id in any::<i32>(),
+            client_id in prop::option::of("[ -~]{0,40}"),
+            header_version in 0i16..=2,
+            body in prop::collection::vec(any::<u8>(), 0..16),
+        ) {
+            let header = RequestHeader { api_key, api_version, correlation_id, client_id };
+            let mut out = BytesMut::new();
+            encode_request_header(&mut out, &header, header_version);
+            out.extend_from_slice(&body);
+            let mut frame = out.freeze();
+            let decoded = decode_request_header(&mut frame, header_version).unwrap();
+            let mut expected = header.clone();
+            if header_version == 0 {
+                expected.client_id = None;
+            }
+            prop_assert_eq!(decoded, expected);
+            prop_assert_eq!(&frame[..], &body[..]);
+        }
+
+        /// Response headers v0-v1 round-trip the correlation id and leave the body.
+        #[test]
+        fn response_headers_round_trip(correlation_id in any::<i32>(), header_version in 0i16..=1) {
+            let mut out = BytesMut::new();
+            encode_response_header(&mut out, correlation_id, header_version);
+            out.extend_from_slice(b"body");
+            let mut frame = out.freeze();
+            prop_assert_eq!(decode_response_header(&mut frame, header_version), Ok(correlation_id));
+            prop_assert_eq!(&frame[..], b"body");
+        }
+
+        /// No byte string panics the header decoders.
+        #[test]
+        fn arbitrary_headers_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
+            for version in 0..=2 {
+                let _ = decode_request_header(&mut Bytes::from(bytes.clone()), version);
+                let _ = decode_response_header(&mut Bytes::from(bytes.clone()), version.min(1));
+            }
+        }
+    }
+
+    fn v2_header(client_id: &[u8], tagged: &[u8]) -> Bytes {
+        let mut out = vec![0, 3, 0, 9, 0, 0, 0, 42];
+        out.extend_from_slice(client_id);
+        out.extend_from_slice(tagged);
+        Bytes::from(out)
+    }
+
+    /// Tagged fields in a v2 header are skipped; their malformations are typed errors.
+    #[test]
+    fn header_tagged_fields_and_client_ids() {
+        let no_client = [0xffu8, 0xff];
+        // Two tagged fields: tag 0 with 3 bytes, tag 5 with 0 bytes.
+        let mut frame = v2_header(&no_client, &[2, 0, 3, 1, 2, 3, 5, 0, 0xaa]);
+        let header = decode_request_header(&mut frame, 2).unwrap();
+        assert_eq!(
+            (header.api_key, header.api_version, header.correlation_id),
+            (3, 9, 42)
+        );
+        assert_eq!(header.client_id, None);
+        assert_eq!(&frame[..], &[0xaa]);
+
+        let mut frame = v2_header(&no_client, &[1, 0, 9, 1]);
+        assert!(matches!(
+            decode_request_header(&mut frame, 2),
+            Err(DecodeError::UnexpectedEof { .. })
+        ));
+        let mut frame = v2_header(&no_client, &[0xff, 0xff, 0xff, 0xff, 0xff, 0x01]);
+        assert!(matches!(
+            decode_request_header(&mut frame, 2),
+            Err(DecodeError::VarintOverflow { .. })
+        ));
+        let mut frame = v2_header(&no_client, &[0x81, 0x10]);
+        assert!(matches!(
+            decode_request_header(&mut frame, 2),
+            Err(DecodeError::InvalidLength {
+                field: "tagged_fields",
+                ..
+            })
+        ));
+        let mut frame = v2_header(&[0xff, 0xfe], &[0]);
+        assert!(matches!(
+            decode_request_header(&mut frame, 2),
+            Err(DecodeError::InvalidLength {
+                field: "client_id",
+                ..
+            })
+        ));
+        let mut frame = v2_header(&[0x00, 0x10, b'a'], &[]);
+        assert!(matches!(
+            decode_request_header(&mut frame, 1),
+            Err(DecodeError::UnexpectedEof { .. })
+        ));
+        let mut frame = Bytes::from_static(&[0, 3, 0]);
+        assert!(matches!(
+            decode_request_header(&mut frame, 0),
+            Err(DecodeError::UnexpectedEof { .. })
+        ));
+    }
 }

@@ -267,3 +267,112 @@ fn overlong_varints_in_messages_are_errors() {
         Err(DecodeError::Malformed { .. })
     ));
 }
+
+/// Record sets in Produce requests and Fetch responses are not copied into the
+/// encoded frame: one of the frame's chunks is the very `Bytes` the message
+/// held, and decoding gives the same records back.
+#[test]
+fn record_sets_are_referenced_not_copied() {
+    use skiff_protocol::batch::{RecordBatchBuilder, RecordBatchBuilderConfig};
+    let mut builder = RecordBatchBuilder::new(RecordBatchBuilderConfig::default());
+    for i in 0..16u8 {
+        builder.append(1_000, Some(&[i]), Some(&[i; 100]), &[]);
+    }
+    let records = builder.build().unwrap();
+    let topic = messages::TopicName(api::StrBytes::from_static_str("events"));
+
+    for version in [3i16, 9, 13] {
+        let partition = messages::produce_request::PartitionProduceData::default()
+            .with_index(0)
+            .with_records(Some(records.clone()));
+        let mut topic_data = messages::produce_request::TopicProduceData::default()
+            .with_partition_data(vec![partition]);
+        if version < 13 {
+            topic_data = topic_data.with_name(topic.clone());
+        }
+        let request = RequestKind::Produce(
+            messages::ProduceRequest::default()
+                .with_acks(-1)
+                .with_timeout_ms(1000)
+                .with_topic_data(vec![topic_data]),
+        );
+        let frame = api::encode_request(&header(ApiKey::Produce, version), &request).unwrap();
+        assert!(
+            frame
+                .chunks
+                .iter()
+                .any(|c| c.as_ptr() == records.as_ptr() && c.len() == records.len()),
+            "Produce v{version}: records were copied into the frame"
+        );
+        let (_, decoded) = api::decode_request(unframe(frame.to_contiguous())).unwrap();
+        assert_eq!(decoded, request, "Produce v{version}");
+    }
+
+    for version in [4i16, 12, 16] {
+        let partition = messages::fetch_response::PartitionData::default()
+            .with_partition_index(0)
+            .with_high_watermark(16)
+            .with_records(Some(records.clone()));
+        let mut topic_data = messages::fetch_response::FetchableTopicResponse::default()
+            .with_partitions(vec![partition]);
+        if version < 13 {
+            topic_data = topic_data.with_topic(topic.clone());
+        }
+        let response = ResponseKind::Fetch(
+            messages::FetchResponse::default().with_responses(vec![topic_data]),
+        );
+        let frame = api::encode_response(5, ApiKey::Fetch, version, &response).unwrap();
+        assert!(
+            frame.chunks.iter().any(|c| c.as_ptr() == records.as_ptr()),
+            "Fetch v{version}: records were copied into the frame"
+        );
+        let mut body = unframe(frame.to_contiguous());
+        assert_eq!(
+            api::decode_response_header(ApiKey::Fetch, version, &mut body).unwrap(),
+            5
+        );
+        let decoded = api::decode_response_body(ApiKey::Fetch, version, &mut body).unwrap();
+        assert_eq!(decoded, response, "Fetch v{version}");
+    }
+}
+
+/// ApiVersions answers always carry a v0 response header (no tagged fields),
+/// even at flexible versions, so a client can read the answer before it
+/// knows which versions the broker speaks (KIP-511).
+#[test]
+fn api_versions_responses_use_header_v0() {
+    let response = ResponseKind::ApiVersions(messages::ApiVersionsResponse::default());
+    for version in 0..=4 {
+        let frame = api::encode_response(9, ApiKey::ApiVersions, version, &response).unwrap();
+        let mut body = unframe(frame.to_contiguous());
+        assert_eq!(&body[..4], &9i32.to_be_bytes());
+        body = body.slice(4..);
+        let decoded = api::decode_response_body(ApiKey::ApiVersions, version, &mut body).unwrap();
+        assert_eq!(decoded, response, "v{version}");
+    }
+}
+
+/// The KIP-511 fallback (a v0 ApiVersions error response) decodes as a v0
+/// response with the error code and the advertised ranges.
+#[test]
+fn api_versions_fallback_is_a_valid_v0_response() {
+    let frame = api::encode_api_versions_fallback(11, 35, &[(0, 3, 11), (18, 0, 4)]);
+    let mut body = unframe(frame.to_contiguous());
+    assert_eq!(
+        api::decode_response_header(ApiKey::ApiVersions, 0, &mut body).unwrap(),
+        11
+    );
+    let ResponseKind::ApiVersions(decoded) =
+        api::decode_response_body(ApiKey::ApiVersions, 0, &mut body).unwrap()
+    else {
+        panic!("not an ApiVersions response");
+    };
+    assert_eq!(decoded.error_code, 35);
+    let ranges: Vec<(i16, i16, i16)> = decoded
+        .api_keys
+        .iter()
+        .map(|k| (k.api_key, k.min_version, k.max_version))
+        .collect();
+    assert_eq!(ranges, vec![(0, 3, 11), (18, 0, 4)]);
+    assert!(body.is_empty());
+}

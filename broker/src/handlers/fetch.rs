@@ -149,9 +149,9 @@ fn read_all(
                 Ok(partition) => {
                     let log = &partition.log;
                     let remaining = max_bytes.saturating_sub(used);
-                    // Kafka returns the first batch even when it exceeds the limits,
-                    // so that a consumer can always make progress; after that the
-                    // total limit is strict.
+                    // Kafka returns the first batch of the first non-empty partition
+                    // even when it exceeds the limits, so that a consumer can always
+                    // make progress; after that both limits are strict.
                     let limit = target.partition_max_bytes.min(remaining);
                     let records = if used > 0 && limit == 0 {
                         Ok(Bytes::new())
@@ -162,7 +162,7 @@ fn read_all(
                     data.last_stable_offset = data.high_watermark;
                     data.log_start_offset = log.log_start_offset();
                     match records {
-                        Ok(records) if used > 0 && records.len() > remaining => {
+                        Ok(records) if used > 0 && records.len() > limit => {
                             data.records = Some(Bytes::new())
                         }
                         Ok(records) => {

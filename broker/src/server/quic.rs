@@ -77,6 +77,7 @@ pub async fn accept_loop(
             incoming.refuse();
             continue;
         }
+        let counted = broker.metrics.connection_opened();
         let broker = Arc::clone(&broker);
         let shutdown = shutdown.clone();
         let alive = alive.clone();
@@ -85,6 +86,7 @@ pub async fn accept_loop(
                 Ok(connection) => serve_connection(connection, broker, shutdown, alive).await,
                 Err(error) => tracing::debug!(%error, "QUIC handshake failed"),
             }
+            drop(counted);
         });
     }
     // In-flight streams finish on their own; the server closes the endpoint
@@ -98,7 +100,6 @@ async fn serve_connection(
     mut shutdown: watch::Receiver<bool>,
     alive: mpsc::Sender<()>,
 ) {
-    let _connection_metric = broker.metrics.connection_opened();
     loop {
         let stream = tokio::select! {
             stream = connection.accept_bi() => stream,

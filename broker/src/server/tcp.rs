@@ -66,11 +66,14 @@ pub async fn accept_loop(
             broker.metrics.connection_refused();
             continue;
         }
+        // Counted here, not in the task, so a burst cannot overshoot the limit.
+        let counted = broker.metrics.connection_opened();
         let broker = Arc::clone(&broker);
         let shutdown = shutdown.clone();
         let alive = alive.clone();
         tokio::spawn(async move {
             serve_connection(broker, stream, peer, shutdown).await;
+            drop(counted);
             drop(alive);
         });
     }
@@ -82,7 +85,6 @@ async fn serve_connection(
     peer: SocketAddr,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let _connection = broker.metrics.connection_opened();
     let _ = stream.set_nodelay(true);
     let (mut reader, writer) = stream.into_split();
     let config = &broker.config;

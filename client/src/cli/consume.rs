@@ -61,7 +61,7 @@ fn parse_start(text: &str) -> Result<SeekTo, String> {
 }
 
 pub async fn run(client: Client, args: ConsumeArgs) -> anyhow::Result<()> {
-    let topic = client.topic(&args.topic).await?;
+    let topic = client.existing_topic(&args.topic).await?;
     let partitions: Vec<i32> = if args.partitions.is_empty() {
         topic.partitions.iter().map(|p| p.partition).collect()
     } else {

@@ -15,6 +15,7 @@ mod offsets;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -132,6 +133,21 @@ struct FetchDone {
 }
 
 /// Reads assigned partitions.
+///
+/// ```no_run
+/// # async fn demo(client: skiff_client::Client) -> skiff_client::Result<()> {
+/// use std::time::Duration;
+/// use skiff_client::{Consumer, ConsumerConfig, SeekTo, TopicPartition};
+///
+/// let mut consumer = Consumer::new(client, ConsumerConfig::default());
+/// let tp = TopicPartition::new("events", 0);
+/// consumer.assign([tp.clone()]);
+/// consumer.seek(&tp, SeekTo::Timestamp(1_700_000_000_000)).await?;
+/// for record in consumer.poll(Duration::from_secs(1)).await? {
+///     println!("{} {:?}", record.offset, record.value);
+/// }
+/// # Ok(()) }
+/// ```
 pub struct Consumer {
     client: Client,
     config: ConsumerConfig,
@@ -140,6 +156,7 @@ pub struct Consumer {
     done_rx: mpsc::UnboundedReceiver<FetchDone>,
     brokers_fetching: HashMap<i32, usize>,
     deferred_error: Option<Error>,
+    metadata_refreshing: Arc<AtomicBool>,
 }
 
 impl fmt::Debug for Consumer {
@@ -162,6 +179,7 @@ impl Consumer {
             done_rx,
             brokers_fetching: HashMap::new(),
             deferred_error: None,
+            metadata_refreshing: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -380,13 +398,18 @@ impl Consumer {
                 .or_default()
                 .push((tp.clone(), position, state.generation));
         }
-        if need_metadata {
+        let stale = need_metadata || self.client.is_metadata_stale();
+        if stale && !self.metadata_refreshing.swap(true, Ordering::AcqRel) {
             let client = self.client.clone();
+            let refreshing = Arc::clone(&self.metadata_refreshing);
+            let backoff = self.config.retry_backoff;
             tokio::spawn(async move {
                 client.invalidate_metadata();
                 if let Err(error) = client.refresh_metadata().await {
                     tracing::debug!(%error, "consumer metadata refresh failed");
+                    tokio::time::sleep(backoff).await;
                 }
+                refreshing.store(false, Ordering::Release);
             });
         }
         for (leader, requested) in by_leader {

@@ -256,7 +256,18 @@ pub(crate) struct Shared {
     pub first_failure: Mutex<Option<Error>>,
 }
 
-/// Sends records to a cluster. Cheap to share behind an `Arc`; `send` takes `&self`.
+/// Sends records to a cluster. Share it behind an `Arc`; `send` takes `&self`.
+///
+/// ```no_run
+/// # async fn demo(client: skiff_client::Client) -> skiff_client::Result<()> {
+/// use skiff_client::{Acks, Producer, ProducerConfig, ProducerRecord};
+///
+/// let producer = Producer::new(client, ProducerConfig { acks: Acks::All, ..Default::default() }).await?;
+/// let delivery = producer.send(ProducerRecord::new("orders", b"{\"id\":1}").key(b"customer-7")).await?;
+/// let written = delivery.await?; // partition and offset
+/// producer.close().await?; // delivers the rest, reports failures
+/// # Ok(()) }
+/// ```
 pub struct Producer {
     shared: Arc<Shared>,
     sender: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -331,7 +342,12 @@ impl Producer {
                 limit_bytes: shared.config.buffer_memory,
             });
         }
-        let topic = shared.client.topic(record.topic).await?;
+        // Stale metadata still tells the partition count; refreshing it is
+        // the sender's job, so a broker restart does not fail sends.
+        let topic = match shared.client.cached_topic(record.topic) {
+            Some(topic) => topic,
+            None => shared.client.topic(record.topic).await?,
+        };
         let partitions = topic.partition_count();
         let permit = shared
             .buffer

@@ -52,12 +52,15 @@ pub(super) async fn run(shared: Arc<Shared>) {
         }
         let now = Instant::now();
         let drained = drain(&shared, &mut state, now);
-        if drained.need_metadata && !state.metadata_refreshing.swap(true, Ordering::AcqRel) {
+        let need_metadata = drained.need_metadata || shared.client.is_metadata_stale();
+        if need_metadata && !state.metadata_refreshing.swap(true, Ordering::AcqRel) {
             let client = shared.client.clone();
             let flag = Arc::clone(&state.metadata_refreshing);
             let shared_for_wake = Arc::clone(&shared);
             tokio::spawn(async move {
-                client.invalidate_metadata();
+                if !client.is_metadata_stale() {
+                    client.invalidate_metadata();
+                }
                 if let Err(error) = client.refresh_metadata().await {
                     tracing::debug!(%error, "producer metadata refresh failed");
                     tokio::time::sleep(shared_for_wake.config.retry_backoff).await;
@@ -463,6 +466,24 @@ async fn bump_epoch(shared: &Shared, state: &mut SenderState) {
             }
             state.bump_pending = false;
             state.bump_retry_at = None;
+        }
+        Err(error) if !error.is_retriable() => {
+            // The broker refuses to bump an id it does not know (e.g. it
+            // lost its producer state): start over with a fresh id.
+            tracing::debug!(%error, "epoch bump refused, asking for a new producer id");
+            match init_producer_id(&shared.client, None, shared.config.request_timeout).await {
+                Ok(identity) => {
+                    if let Ok(mut acc) = shared.accumulator.lock() {
+                        acc.resequence(identity);
+                    }
+                    state.bump_pending = false;
+                    state.bump_retry_at = None;
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "new producer id failed, will retry");
+                    state.bump_retry_at = Some(Instant::now() + shared.config.retry_backoff);
+                }
+            }
         }
         Err(error) => {
             tracing::debug!(%error, "epoch bump failed, will retry");

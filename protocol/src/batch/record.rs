@@ -123,6 +123,9 @@ pub struct RecordIter {
     remaining: i32,
     base_offset: i64,
     base_timestamp: i64,
+    /// Set for LogAppendTime batches: every record's timestamp is the batch's
+    /// `max_timestamp`, whatever its delta says (Kafka's `DefaultRecord.readFrom`).
+    log_append_time: Option<i64>,
     failed: bool,
 }
 
@@ -132,6 +135,7 @@ impl RecordIter {
         records_count: i32,
         base_offset: i64,
         base_timestamp: i64,
+        log_append_time: Option<i64>,
     ) -> Self {
         RecordIter {
             buf,
@@ -139,6 +143,7 @@ impl RecordIter {
             remaining: records_count,
             base_offset,
             base_timestamp,
+            log_append_time,
             failed: false,
         }
     }
@@ -200,7 +205,9 @@ impl RecordIter {
         self.pos = end;
         Ok(Record {
             offset: self.base_offset.wrapping_add(i64::from(offset_delta)),
-            timestamp: self.base_timestamp.wrapping_add(timestamp_delta),
+            timestamp: self
+                .log_append_time
+                .unwrap_or(self.base_timestamp.wrapping_add(timestamp_delta)),
             offset_delta,
             timestamp_delta,
             attributes,

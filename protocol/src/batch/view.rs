@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 
-use super::attributes::{Attributes, Compression};
+use super::attributes::{Attributes, Compression, TimestampType};
 use super::record::RecordIter;
 use super::{
     compression, BATCH_BYTES_MAX, BATCH_HEADER_BYTES, CRC_COVERED_FROM, CRC_OFFSET,
@@ -111,9 +111,11 @@ impl BatchHeader {
         LOG_OVERHEAD_BYTES + self.batch_length as usize
     }
 
-    /// Offset of the batch's last record.
+    /// Offset of the batch's last record. Wraps rather than panics on a
+    /// hostile `base_offset` near `i64::MAX`; brokers assign real offsets.
     pub fn last_offset(&self) -> i64 {
-        self.base_offset + i64::from(self.last_offset_delta)
+        self.base_offset
+            .wrapping_add(i64::from(self.last_offset_delta))
     }
 
     /// Number of offsets the batch spans (compaction can leave fewer records).
@@ -215,7 +217,15 @@ impl RecordBatchView {
             self.header.records_count,
             self.header.base_offset,
             self.header.base_timestamp,
+            self.log_append_time(),
         ))
+    }
+
+    /// The broker-assigned append time of a LogAppendTime batch (its
+    /// `max_timestamp`), which Kafka reports as every record's timestamp.
+    pub fn log_append_time(&self) -> Option<i64> {
+        (self.header.attributes.timestamp_type() == TimestampType::LogAppendTime)
+            .then_some(self.header.max_timestamp)
     }
 
     /// Decodes every record once to prove the batch is well formed and that it
@@ -257,12 +267,28 @@ pub fn set_partition_leader_epoch(buf: &mut [u8], epoch: i32) {
     buf[12..16].copy_from_slice(&epoch.to_be_bytes());
 }
 
-/// Stamps a broker-side `LogAppendTime`: sets the timestamp-type bit and
-/// `max_timestamp`, then recomputes the CRC (these fields are covered by it).
+/// Stamps a broker-side `LogAppendTime` on the batch starting at `buf[0]`:
+/// sets the timestamp-type bit and `max_timestamp`, then recomputes the CRC
+/// (both fields are covered by it). Readers then report `timestamp_ms` as
+/// every record's timestamp, as Kafka does.
+///
+/// `buf` may extend past the batch (a slice of many batches); only this
+/// batch's bytes are covered by the new CRC.
+///
+/// # Panics
+/// If `buf` does not hold the whole batch its header announces: callers pass
+/// batches they already validated.
 pub fn set_log_append_time(buf: &mut [u8], timestamp_ms: i64) {
+    let batch_length = i32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]);
+    let total = LOG_OVERHEAD_BYTES + usize::try_from(batch_length).unwrap_or(0);
+    assert!(
+        total >= BATCH_HEADER_BYTES && total <= buf.len(),
+        "set_log_append_time on a batch of {total} bytes in a buffer of {}",
+        buf.len()
+    );
     let attributes = i16::from_be_bytes([buf[21], buf[22]]) | 0x08;
     buf[21..23].copy_from_slice(&attributes.to_be_bytes());
     buf[35..43].copy_from_slice(&timestamp_ms.to_be_bytes());
-    let crc = crc32c::crc32c(&buf[CRC_COVERED_FROM..]);
+    let crc = crc32c::crc32c(&buf[CRC_COVERED_FROM..total]);
     buf[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
 }

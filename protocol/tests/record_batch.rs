@@ -1,0 +1,467 @@
+//! RecordBatch v2: builder → view round trips, zero-copy reads, and a typed
+//! error (never a panic) for every kind of malformed batch.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use bytes::Bytes;
+use proptest::prelude::*;
+use skiff_protocol::batch::{
+    set_base_offset, set_log_append_time, set_partition_leader_epoch, BatchReader, Compression,
+    Header, RecordBatchBuilder, RecordBatchBuilderConfig, RecordBatchView, TimestampType,
+    CRC_COVERED_FROM, CRC_OFFSET,
+};
+use skiff_protocol::DecodeError;
+
+type TestHeader = (Vec<u8>, Option<Vec<u8>>);
+
+#[derive(Debug, Clone)]
+struct TestRecord {
+    timestamp: i64,
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+    headers: Vec<TestHeader>,
+}
+
+fn arb_bytes() -> impl Strategy<Value = Vec<u8>> {
+    prop::collection::vec(any::<u8>(), 0..64)
+}
+
+fn arb_record() -> impl Strategy<Value = TestRecord> {
+    (
+        -1_000_000i64..2_000_000_000_000,
+        prop::option::of(arb_bytes()),
+        prop::option::of(arb_bytes()),
+        prop::collection::vec((arb_bytes(), prop::option::of(arb_bytes())), 0..4),
+    )
+        .prop_map(|(timestamp, key, value, headers)| TestRecord {
+            timestamp,
+            key,
+            value,
+            headers,
+        })
+}
+
+fn arb_config() -> impl Strategy<Value = RecordBatchBuilderConfig> {
+    (
+        prop::sample::select(Compression::ALL.to_vec()),
+        0i64..i64::MAX / 2,
+        any::<i32>(),
+        any::<i64>(),
+        any::<i16>(),
+        0i32..i32::MAX,
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(
+                compression,
+                base_offset,
+                epoch,
+                producer_id,
+                producer_epoch,
+                base_sequence,
+                transactional,
+                control,
+            )| {
+                RecordBatchBuilderConfig {
+                    compression,
+                    base_offset,
+                    partition_leader_epoch: epoch,
+                    producer_id,
+                    producer_epoch,
+                    base_sequence,
+                    transactional,
+                    control,
+                    timestamp_type: TimestampType::CreateTime,
+                }
+            },
+        )
+}
+
+fn build(config: RecordBatchBuilderConfig, records: &[TestRecord]) -> Bytes {
+    let mut builder = RecordBatchBuilder::new(config);
+    for r in records {
+        let headers: Vec<(&[u8], Option<&[u8]>)> = r
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_slice(), v.as_deref()))
+            .collect();
+        builder.append(r.timestamp, r.key.as_deref(), r.value.as_deref(), &headers);
+    }
+    builder.build().unwrap()
+}
+
+/// A small valid uncompressed batch for the malformed-input tests.
+fn sample_batch() -> Vec<u8> {
+    let records = vec![
+        TestRecord {
+            timestamp: 10,
+            key: Some(b"key".to_vec()),
+            value: Some(b"value".to_vec()),
+            headers: vec![(b"h".to_vec(), None)],
+        },
+        TestRecord {
+            timestamp: 12,
+            key: None,
+            value: Some(b"v2".to_vec()),
+            headers: vec![],
+        },
+    ];
+    build(RecordBatchBuilderConfig::default(), &records).to_vec()
+}
+
+/// Recomputes the CRC after a test corrupted a covered field on purpose, so
+/// that the test reaches the check it is about.
+fn fix_crc(buf: &mut [u8]) {
+    let crc = crc32c::crc32c(&buf[CRC_COVERED_FROM..]);
+    buf[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// Decodes every record of a buffer that claims to be one batch; the first error wins.
+fn decode_all(buf: Vec<u8>) -> Result<usize, DecodeError> {
+    let view = RecordBatchView::new(Bytes::from(buf))?;
+    view.validate()?;
+    view.validate_records()?;
+    Ok(view.records()?.count())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    /// Whatever the builder writes, the view reads back: every header field,
+    /// every record field, under every compression codec; and the CRC holds.
+    #[test]
+    fn builder_to_view_round_trip(config in arb_config(), records in prop::collection::vec(arb_record(), 1..20)) {
+        let bytes = build(config, &records);
+        let view = RecordBatchView::new(bytes.clone()).unwrap();
+        view.validate().unwrap();
+        view.validate_records().unwrap();
+        let h = *view.header();
+        prop_assert_eq!(h.base_offset, config.base_offset);
+        prop_assert_eq!(h.total_bytes(), bytes.len());
+        prop_assert_eq!(h.partition_leader_epoch, config.partition_leader_epoch);
+        prop_assert_eq!(h.magic, 2);
+        prop_assert_eq!(h.attributes.compression().unwrap(), config.compression);
+        prop_assert_eq!(h.attributes.timestamp_type(), TimestampType::CreateTime);
+        prop_assert_eq!(h.attributes.is_transactional(), config.transactional);
+        prop_assert_eq!(h.attributes.is_control(), config.control);
+        prop_assert_eq!(h.last_offset_delta, records.len() as i32 - 1);
+        prop_assert_eq!(h.base_timestamp, records[0].timestamp);
+        prop_assert_eq!(h.max_timestamp, records.iter().map(|r| r.timestamp).max().unwrap());
+        prop_assert_eq!(h.producer_id, config.producer_id);
+        prop_assert_eq!(h.producer_epoch, config.producer_epoch);
+        prop_assert_eq!(h.base_sequence, config.base_sequence);
+        prop_assert_eq!(h.records_count, records.len() as i32);
+        let mut count = 0;
+        for (i, (read, wrote)) in view.records().unwrap().zip(&records).enumerate() {
+            let read = read.unwrap();
+            prop_assert_eq!(read.offset, config.base_offset + i as i64);
+            prop_assert_eq!(read.offset_delta, i as i32);
+            prop_assert_eq!(read.timestamp, wrote.timestamp);
+            prop_assert_eq!(read.key.as_deref(), wrote.key.as_deref());
+            prop_assert_eq!(read.value.as_deref(), wrote.value.as_deref());
+            let headers: Vec<Header> = read.headers.map(Result::unwrap).collect();
+            prop_assert_eq!(headers.len(), wrote.headers.len());
+            for (got, want) in headers.iter().zip(&wrote.headers) {
+                prop_assert_eq!(&got.key[..], &want.0[..]);
+                prop_assert_eq!(got.value.as_deref(), want.1.as_deref());
+            }
+            count += 1;
+        }
+        prop_assert_eq!(count, records.len());
+    }
+
+    /// Any single-byte corruption of a batch is either caught (typed error) or,
+    /// for the bytes the CRC does not cover, changes only those fields.
+    #[test]
+    fn corrupting_any_byte_never_panics(at in 0usize..200, xor in 1u8..=255) {
+        let mut buf = sample_batch();
+        let at = at % buf.len();
+        buf[at] ^= xor;
+        let result = decode_all(buf);
+        if at >= CRC_OFFSET {
+            prop_assert!(result.is_err(), "corruption at byte {} went unnoticed", at);
+        }
+    }
+
+    /// Arbitrary bytes never panic the view, the validator or the iterators.
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
+        let mut with_header = sample_batch()[..61].to_vec();
+        with_header.extend_from_slice(&bytes);
+        let total = with_header.len() as i32 - 12;
+        with_header[8..12].copy_from_slice(&total.to_be_bytes());
+        fix_crc(&mut with_header);
+        let _ = decode_all(with_header);
+        let _ = decode_all(bytes.clone());
+        for view in BatchReader::new(Bytes::from(bytes)) {
+            let Ok(view) = view else { break };
+            let _ = view.validate_records();
+        }
+    }
+}
+
+/// Key and value slices of an uncompressed batch point into the batch's own
+/// buffer: reading records copies no record data.
+#[test]
+fn records_are_zero_copy_slices_of_the_batch() {
+    let bytes = Bytes::from(sample_batch());
+    let range = bytes.as_ptr() as usize..bytes.as_ptr() as usize + bytes.len();
+    let view = RecordBatchView::new(bytes.clone()).unwrap();
+    let mut slices = 0;
+    for record in view.records().unwrap() {
+        let record = record.unwrap();
+        for slice in [record.key, record.value].into_iter().flatten() {
+            assert!(
+                range.contains(&(slice.as_ptr() as usize)),
+                "record bytes were copied"
+            );
+            slices += 1;
+        }
+        for header in record.headers {
+            let header = header.unwrap();
+            assert!(
+                range.contains(&(header.key.as_ptr() as usize)),
+                "header bytes were copied"
+            );
+        }
+    }
+    assert_eq!(slices, 3);
+    assert_eq!(view.raw_records().as_ptr(), bytes[61..].as_ptr());
+}
+
+/// Every truncation of a batch is UnexpectedEof (or, under 12 bytes, not yet a batch).
+#[test]
+fn truncated_batches_are_unexpected_eof() {
+    let full = sample_batch();
+    for cut in 0..full.len() {
+        let result = RecordBatchView::new(Bytes::copy_from_slice(&full[..cut]));
+        assert!(
+            matches!(result, Err(DecodeError::UnexpectedEof { .. })),
+            "cut at {cut}: {result:?}"
+        );
+        let mut reader = BatchReader::new(Bytes::copy_from_slice(&full[..cut]));
+        assert!(reader.next().is_none(), "a partial batch is not yielded");
+        assert_eq!(reader.partial_tail_bytes(), cut);
+    }
+}
+
+/// A batch_length that disagrees with the buffer, or is below the header size
+/// or above the cap, is InvalidLength.
+#[test]
+fn wrong_batch_lengths_are_errors() {
+    let full = sample_batch();
+    let mut longer = full.clone();
+    longer.push(0);
+    assert!(matches!(
+        RecordBatchView::new(Bytes::from(longer)),
+        Err(DecodeError::InvalidLength {
+            field: "batch_length",
+            ..
+        })
+    ));
+    for bad in [-1i32, 0, 48, i32::MAX] {
+        let mut buf = full.clone();
+        buf[8..12].copy_from_slice(&bad.to_be_bytes());
+        assert!(
+            matches!(
+                RecordBatchView::new(Bytes::from(buf)),
+                Err(DecodeError::InvalidLength {
+                    field: "batch_length",
+                    ..
+                })
+            ),
+            "batch_length {bad}"
+        );
+    }
+}
+
+/// A flipped bit in the covered region is a CrcMismatch naming both CRCs.
+#[test]
+fn bad_crc_is_crc_mismatch() {
+    let mut buf = sample_batch();
+    let last = buf.len() - 1;
+    buf[last] ^= 0x01;
+    let view = RecordBatchView::new(Bytes::from(buf)).unwrap();
+    let error = view.validate().unwrap_err();
+    assert!(matches!(error, DecodeError::CrcMismatch { expected, actual } if expected != actual));
+}
+
+/// Magic bytes other than 2 are UnsupportedMagic.
+#[test]
+fn bad_magic_is_unsupported_magic() {
+    for magic in [0u8, 1, 3, 0xff] {
+        let mut buf = sample_batch();
+        buf[16] = magic;
+        assert_eq!(
+            RecordBatchView::new(Bytes::from(buf)).unwrap_err(),
+            DecodeError::UnsupportedMagic { magic: magic as i8 }
+        );
+    }
+}
+
+/// Negative counts (records, last offset delta, record length, header count)
+/// are InvalidLength, found where they sit.
+#[test]
+fn negative_counts_are_invalid_lengths() {
+    let mut buf = sample_batch();
+    buf[57..61].copy_from_slice(&(-1i32).to_be_bytes());
+    fix_crc(&mut buf);
+    assert!(matches!(
+        decode_all(buf),
+        Err(DecodeError::InvalidLength {
+            field: "records_count",
+            ..
+        })
+    ));
+
+    let mut buf = sample_batch();
+    buf[23..27].copy_from_slice(&(-5i32).to_be_bytes());
+    fix_crc(&mut buf);
+    assert!(matches!(
+        decode_all(buf),
+        Err(DecodeError::InvalidLength {
+            field: "last_offset_delta",
+            ..
+        })
+    ));
+
+    // First record's length varint sits at byte 61; zig-zag 0x01 is -1.
+    let mut buf = sample_batch();
+    buf[61] = 0x01;
+    fix_crc(&mut buf);
+    assert!(matches!(
+        decode_all(buf),
+        Err(DecodeError::InvalidLength {
+            field: "record_length",
+            ..
+        })
+    ));
+
+    // Second record (no key, value "v2", no headers): its header count is the last byte.
+    let mut buf = sample_batch();
+    let last = buf.len() - 1;
+    buf[last] = 0x01; // -1
+    fix_crc(&mut buf);
+    assert!(matches!(
+        decode_all(buf),
+        Err(DecodeError::InvalidLength {
+            field: "header_count",
+            ..
+        })
+    ));
+}
+
+/// A record length varint that never ends is VarintOverflow.
+#[test]
+fn varint_overflow_in_a_record_is_an_error() {
+    let mut buf = sample_batch();
+    buf.truncate(61);
+    buf.extend_from_slice(&[0xff; 12]);
+    let total = buf.len() as i32 - 12;
+    buf[8..12].copy_from_slice(&total.to_be_bytes());
+    fix_crc(&mut buf);
+    assert!(matches!(
+        decode_all(buf),
+        Err(DecodeError::VarintOverflow {
+            offset: 0,
+            max_bytes: 5
+        })
+    ));
+}
+
+/// A records_count that disagrees with the records present is an error both ways.
+#[test]
+fn records_count_mismatch_is_an_error() {
+    let mut fewer = sample_batch();
+    fewer[57..61].copy_from_slice(&1i32.to_be_bytes());
+    fix_crc(&mut fewer);
+    assert!(matches!(
+        decode_all(fewer),
+        Err(DecodeError::Malformed {
+            what: "records block",
+            ..
+        })
+    ));
+    let mut more = sample_batch();
+    more[57..61].copy_from_slice(&3i32.to_be_bytes());
+    fix_crc(&mut more);
+    assert!(matches!(
+        decode_all(more),
+        Err(DecodeError::UnexpectedEof { .. })
+    ));
+}
+
+/// Unknown compression ids (5-7) are UnknownCompression, on validate and on read.
+#[test]
+fn unknown_compression_is_an_error() {
+    let mut buf = sample_batch();
+    buf[22] |= 0x07;
+    fix_crc(&mut buf);
+    let view = RecordBatchView::new(Bytes::from(buf)).unwrap();
+    assert_eq!(
+        view.validate().unwrap_err(),
+        DecodeError::UnknownCompression { codec: 7 }
+    );
+    assert!(matches!(
+        view.records(),
+        Err(DecodeError::UnknownCompression { codec: 7 })
+    ));
+}
+
+/// A BatchReader walks concatenated batches, stops before a partial tail and
+/// reports its size; base offsets and epochs are rewritten without breaking the CRC.
+#[test]
+fn reader_walks_concatenated_batches() {
+    let mut buf = Vec::new();
+    for base_offset in [0i64, 2, 4] {
+        let mut batch = sample_batch();
+        set_base_offset(&mut batch, base_offset);
+        set_partition_leader_epoch(&mut batch, 9);
+        buf.extend_from_slice(&batch);
+    }
+    buf.extend_from_slice(&sample_batch()[..30]);
+    let mut reader = BatchReader::new(Bytes::from(buf));
+    let offsets: Vec<i64> = reader
+        .by_ref()
+        .map(|v| {
+            let v = v.unwrap();
+            v.validate().unwrap();
+            assert_eq!(v.header().partition_leader_epoch, 9);
+            v.header().base_offset
+        })
+        .collect();
+    assert_eq!(offsets, vec![0, 2, 4]);
+    assert_eq!(reader.partial_tail_bytes(), 30);
+}
+
+/// After a broker stamps LogAppendTime, the CRC still holds, every record
+/// reports the append time (as Kafka's DefaultRecordBatch does), and a
+/// following batch in the same buffer is untouched.
+#[test]
+fn log_append_time_applies_to_every_record() {
+    let first = sample_batch();
+    let mut buf = first.clone();
+    buf.extend_from_slice(&sample_batch());
+    set_log_append_time(&mut buf, 1_700_000_000_000);
+    let mut views = BatchReader::new(Bytes::from(buf));
+    let stamped = views.next().unwrap().unwrap();
+    stamped.validate().unwrap();
+    assert_eq!(
+        stamped.header().attributes.timestamp_type(),
+        TimestampType::LogAppendTime
+    );
+    assert_eq!(stamped.header().max_timestamp, 1_700_000_000_000);
+    assert_eq!(stamped.log_append_time(), Some(1_700_000_000_000));
+    for record in stamped.records().unwrap() {
+        assert_eq!(record.unwrap().timestamp, 1_700_000_000_000);
+    }
+    let untouched = views.next().unwrap().unwrap();
+    untouched.validate().unwrap();
+    assert_eq!(untouched.bytes()[..], first[..]);
+    let times: Vec<i64> = untouched
+        .records()
+        .unwrap()
+        .map(|r| r.unwrap().timestamp)
+        .collect();
+    assert_eq!(times, vec![10, 12]);
+}

@@ -56,10 +56,17 @@ pub struct Limits {
 
 /// Runs every probe: `bytes` over loopback and into the page cache of `dir`,
 /// `sync_bytes` through write + fdatasync.
+///
+/// The page-cache probe runs twice and keeps the faster pass: on this VM the
+/// first write into freshly returned memory is often several times slower
+/// than the second (the host must fault the pages in again), and a limit is
+/// the best the machine can do at that moment.
 pub fn measure(bytes: u64, sync_bytes: u64, dir: &Path) -> Result<Limits> {
+    let first = page_cache_write(dir, bytes, false).context("page-cache write probe")?;
+    let second = page_cache_write(dir, bytes, false).context("page-cache write probe")?;
     Ok(Limits {
         loopback_tcp: loopback_tcp(bytes).context("loopback TCP probe")?,
-        page_cache_write: page_cache_write(dir, bytes, false).context("page-cache write probe")?,
+        page_cache_write: if second.mb_per_s > first.mb_per_s { second } else { first },
         fdatasync_write: page_cache_write(dir, sync_bytes, true)
             .context("fdatasync write probe")?,
     })

@@ -66,7 +66,11 @@ pub fn measure(bytes: u64, sync_bytes: u64, dir: &Path) -> Result<Limits> {
     let second = page_cache_write(dir, bytes, false).context("page-cache write probe")?;
     Ok(Limits {
         loopback_tcp: loopback_tcp(bytes).context("loopback TCP probe")?,
-        page_cache_write: if second.mb_per_s > first.mb_per_s { second } else { first },
+        page_cache_write: if second.mb_per_s > first.mb_per_s {
+            second
+        } else {
+            first
+        },
         fdatasync_write: page_cache_write(dir, sync_bytes, true)
             .context("fdatasync write probe")?,
     })

@@ -14,9 +14,9 @@ use crate::limits::{self, Limits};
 use crate::procstat::{CpuTime, Process};
 use crate::progress::Monitor;
 use crate::report::{BrokerInfo, Counts, CpuReport, Machine, PartitionReport, Report, Throughput};
-use crate::stats::PartitionCounts;
+use crate::stats::{PartitionCounts, Percentiles};
 use crate::workload::driver::{Connector, ProducerSettings};
-use crate::workload::{self, Clock, ConsumePlan, Live, ProducePlan};
+use crate::workload::{self, Clock, ConsumePhase, ConsumePlan, Live, ProducePhase, ProducePlan};
 
 /// Largest default probe: the page-cache probe must not fill a small disk.
 const PROBE_BYTES_DEFAULT_MAX: u64 = 2_000_000_000;
@@ -50,28 +50,7 @@ where
     Fut: Future<Output = Result<C>>,
 {
     args.validate(kind).map_err(anyhow::Error::msg)?;
-    let mut embedded = match &args.bootstrap {
-        Some(_) => None,
-        None => {
-            let skiffd = locate_skiffd(args.skiffd.as_deref())?;
-            Some(EmbeddedBroker::start(
-                &skiffd,
-                args.durability,
-                args.data_parent.as_deref(),
-            )?)
-        }
-    };
-    let bootstrap = match (&args.bootstrap, &embedded) {
-        (Some(bootstrap), _) => external_bootstrap(bootstrap, args.transport),
-        (None, Some(broker)) => match args.transport {
-            Transport::Tcp => broker.listening().tcp.to_string(),
-            Transport::Quic => match broker.listening().quic {
-                Some(quic) => format!("quic://{quic}"),
-                None => bail!("the embedded skiffd did not open a QUIC listener"),
-            },
-        },
-        (None, None) => bail!("neither --bootstrap nor an embedded broker"),
-    };
+    let (mut embedded, bootstrap) = start_broker(args)?;
     let broker_info = BrokerInfo {
         kind: if embedded.is_some() {
             "embedded"
@@ -82,38 +61,19 @@ where
         bootstrap: bootstrap.clone(),
         durability: embedded.as_ref().map(|_| args.durability.to_string()),
     };
-
-    let limits = if args.no_limits {
-        None
-    } else {
-        let probe_dir = match (&embedded, &args.data_parent) {
-            (Some(broker), _) => broker.data_dir().to_path_buf(),
-            (None, Some(dir)) => dir.clone(),
-            (None, None) => std::env::temp_dir(),
-        };
-        let probe_bytes = args.probe_bytes.unwrap_or(match args.amount() {
-            Amount::Duration(_) => PROBE_BYTES_FOR_DURATION,
-            _ => (args.measured_records().unwrap_or(0) * args.message_size)
-                .clamp(1 << 20, PROBE_BYTES_DEFAULT_MAX),
-        });
-        let measured = tokio::task::spawn_blocking(move || {
-            limits::measure(probe_bytes, SYNC_PROBE_BYTES, &probe_dir)
-        })
-        .await
-        .context("the limit probes panicked")??;
-        Some(measured)
+    let limits = measure_limits(args, embedded.as_ref()).await?;
+    let quic_cert = match &embedded {
+        Some(broker) => Some(broker.data_dir().join(crate::embedded::QUIC_CERT_FILE)),
+        None => args.quic_cert.clone(),
     };
-
-    let connector = connect(Target {
+    let target = Target {
         bootstrap: bootstrap.clone(),
         transport: args.transport,
-        quic_cert: match &embedded {
-            Some(broker) => Some(broker.data_dir().join(crate::embedded::QUIC_CERT_FILE)),
-            None => args.quic_cert.clone(),
-        },
-    })
-    .await
-    .with_context(|| format!("connecting to {bootstrap}"))?;
+        quic_cert,
+    };
+    let connector = connect(target)
+        .await
+        .with_context(|| format!("connecting to {bootstrap}"))?;
     let topics = args.topic_names();
     if !args.no_fill {
         connector
@@ -122,26 +82,7 @@ where
             .context("creating topics")?;
     }
     let clock = Clock::new();
-    let settings = ProducerSettings {
-        batch_size_bytes: args.batch_size,
-        linger: args.linger,
-        acks: args.acks,
-        compression: args.compression,
-        max_in_flight: args.max_in_flight,
-    };
-    let mut produce_plan = ProducePlan {
-        topics: topics.clone(),
-        partitions: args.partitions,
-        producers: args.producers,
-        settings,
-        keys: KeySpace::new(args.keys),
-        seed: args.seed,
-        message_size: args.message_size,
-        rate_per_s: None,
-        amount: args.amount(),
-        warmup: args.warmup,
-        stamp: kind == WorkloadKind::E2e,
-    };
+    let (mut produce_plan, consume_plan) = plans(kind, args, &topics);
     produce_plan.rate_per_s = match args.rate {
         None => None,
         Some(TargetRate::RecordsPerSecond(rate)) => Some(rate),
@@ -152,58 +93,23 @@ where
                     .context("measuring the saturated rate")?,
         ),
     };
-    let consume_plan = ConsumePlan {
-        topics: topics.clone(),
-        partitions: args.partitions,
-        consumers: args.consumers,
-        mode: args.consumer_mode,
-        group_id: args
-            .group_id
-            .clone()
-            .unwrap_or_else(|| format!("skiff-bench-{}", std::process::id())),
-    };
 
     let live = Arc::new(Live::default());
-    let broker_pid = embedded.as_ref().map(EmbeddedBroker::pid);
-    let mut counts = Counts::default();
-    let mut errors = Vec::new();
-    let mut produce = None;
-    let mut consume = None;
-    let mut produce_latency = None;
-    let mut e2e_latency = None;
-    let partition_counts: PartitionCounts;
-
-    // A consume run writes its data first, unmeasured by the CPU figures.
-    if kind == WorkloadKind::Consume && !args.no_fill {
-        let fill_plan = ProducePlan {
-            warmup: Duration::ZERO,
-            ..produce_plan.clone()
-        };
-        let fill = workload::produce_phase(&connector, &fill_plan, clock, &live).await?;
-        counts.sent = fill.outcome.sent;
-        counts.acked = fill.outcome.acked;
-        counts.errors += fill.outcome.errors;
-        errors.extend(fill.outcome.first_error.clone());
-        produce = Some(Throughput::new(
-            fill.outcome.measured_records,
-            fill.outcome.measured_bytes,
-            fill.measured_elapsed().as_secs_f64(),
-            limits.as_ref(),
-            true,
-        ));
-    }
+    let mut tally = Tally::default();
     if kind == WorkloadKind::Consume {
-        let ranges = connector
-            .partition_ranges(&topics)
-            .await
-            .context("reading partition offsets")?;
-        let available: i64 = ranges
-            .iter()
-            .map(|range| range.end_offset - range.start_offset)
-            .sum();
-        live.consume_target.store(available.max(0) as u64, Relaxed);
+        prepare_consume(
+            args,
+            &connector,
+            &produce_plan,
+            &topics,
+            clock,
+            &live,
+            limits.as_ref(),
+            &mut tally,
+        )
+        .await?;
     }
-
+    let broker_pid = embedded.as_ref().map(EmbeddedBroker::pid);
     let metrics_address = embedded
         .as_ref()
         .and_then(|broker| broker.listening().metrics);
@@ -211,122 +117,54 @@ where
     let monitor = Monitor::start(Arc::clone(&live), broker_pid, !args.quiet);
     let cpu_before = cpu_sample(broker_pid);
     let wall_start = Instant::now();
+    let phases = Phases {
+        connector: &connector,
+        produce: &produce_plan,
+        consume: &consume_plan,
+        clock,
+        live: &live,
+        limits: limits.as_ref(),
+    };
     match kind {
-        WorkloadKind::Produce => {
-            let phase = workload::produce_phase(&connector, &produce_plan, clock, &live).await?;
-            produce = Some(Throughput::new(
-                phase.outcome.measured_records,
-                phase.outcome.measured_bytes,
-                phase.measured_elapsed().as_secs_f64(),
-                limits.as_ref(),
-                true,
-            ));
-            counts.sent = phase.outcome.sent;
-            counts.acked = phase.outcome.acked;
-            counts.errors += phase.outcome.errors;
-            errors.extend(phase.outcome.first_error);
-            produce_latency = phase.outcome.latency.percentiles();
-            partition_counts = phase.outcome.partitions;
-        }
-        WorkloadKind::Consume => {
-            let running =
-                workload::start_consumers(&connector, &consume_plan, false, clock, &live).await?;
-            let phase = running.finish(&live).await?;
-            consume = Some(Throughput::new(
-                phase.outcome.measured_records,
-                phase.outcome.measured_bytes,
-                phase.measured_elapsed().as_secs_f64(),
-                limits.as_ref(),
-                false,
-            ));
-            counts.consumed = phase.outcome.consumed;
-            counts.errors += phase.outcome.errors;
-            errors.extend(phase.outcome.first_error);
-            if args.no_fill {
-                // Nothing was produced in this run; the topic's records stand in for "acked".
-                counts.sent = live.consume_target.load(Relaxed);
-                counts.acked = counts.sent;
-            }
-            partition_counts = phase.outcome.partitions;
-        }
+        WorkloadKind::Produce => phases.produce(&mut tally).await?,
+        WorkloadKind::Consume => phases.consume(&mut tally).await?,
         WorkloadKind::E2e => {
-            let running =
-                workload::start_consumers(&connector, &consume_plan, true, clock, &live).await?;
-            let phase = workload::produce_phase(&connector, &produce_plan, clock, &live).await?;
-            let delivered = if args.acks.wire_value() == 0 {
-                phase.outcome.sent
-            } else {
-                phase.outcome.acked
-            };
-            live.consume_target.store(delivered, Relaxed);
-            let consumed = running.finish(&live).await?;
-            produce = Some(Throughput::new(
-                phase.outcome.measured_records,
-                phase.outcome.measured_bytes,
-                phase.measured_elapsed().as_secs_f64(),
-                limits.as_ref(),
-                true,
-            ));
-            consume = Some(Throughput::new(
-                consumed.outcome.measured_records,
-                consumed.outcome.measured_bytes,
-                consumed.measured_elapsed().as_secs_f64(),
-                limits.as_ref(),
-                false,
-            ));
-            counts.sent = phase.outcome.sent;
-            counts.acked = phase.outcome.acked;
-            counts.consumed = consumed.outcome.consumed;
-            counts.errors += phase.outcome.errors + consumed.outcome.errors;
-            errors.extend(phase.outcome.first_error);
-            errors.extend(consumed.outcome.first_error);
-            produce_latency = phase.outcome.latency.percentiles();
-            e2e_latency = consumed.outcome.e2e.percentiles();
-            partition_counts = phase.outcome.partitions;
+            phases
+                .end_to_end(args.acks.wire_value() == 0, &mut tally)
+                .await?
         }
     }
     let wall = wall_start.elapsed();
     let wire_after = wire_sample(metrics_address, &topics, &live);
-    let (wire_in, wire_out) = match (wire_before, wire_after) {
-        (Some(before), Some(after)) => (before.ratio_in(&after), before.ratio_out(&after)),
-        _ => (None, None),
-    };
-    let produce = produce.map(|throughput| throughput.with_wire_ratio(wire_in));
-    let consume = consume.map(|throughput| throughput.with_wire_ratio(wire_out));
     let cpu_after = cpu_sample(broker_pid);
     let rss_anon_max_kib = monitor.stop();
     if let Some(broker) = embedded.as_mut() {
         if !broker.is_running() {
-            errors.push(format!(
-                "the embedded skiffd exited during the run; its log:\n{}",
-                broker.log_tail()
+            let log = broker.log_tail();
+            tally.errors.push(format!(
+                "the embedded skiffd exited during the run; its log:\n{log}"
             ));
         }
     }
-    if kind != WorkloadKind::Produce && counts.consumed != counts.acked {
-        errors.push(format!(
-            "consumed {} records but {} were acknowledged",
-            counts.consumed, counts.acked
-        ));
-    }
-    if counts.acked != counts.sent {
-        errors.push(format!(
-            "{} records sent but {} acknowledged",
-            counts.sent, counts.acked
-        ));
-    }
-
+    tally.check_counts(kind);
+    let (wire_in, wire_out) = match (wire_before, wire_after) {
+        (Some(before), Some(after)) => (before.ratio_in(&after), before.ratio_out(&after)),
+        _ => (None, None),
+    };
+    let produce = tally
+        .produce
+        .map(|throughput| throughput.with_wire_ratio(wire_in));
+    let consume = tally
+        .consume
+        .map(|throughput| throughput.with_wire_ratio(wire_out));
     let headline = if kind == WorkloadKind::Consume {
         consume
     } else {
         produce
     };
-    let client_cpu = cpu_after.0.since(&cpu_before.0).total().as_secs_f64();
-    let broker_cpu = match (cpu_before.1, cpu_after.1) {
-        (Some(before), Some(after)) => Some(after.since(&before).total().as_secs_f64()),
-        _ => None,
-    };
-    let wall_s = wall.as_secs_f64().max(1e-9);
+    let partitions = tally
+        .partitions
+        .unwrap_or_else(|| PartitionCounts::new(topics.len(), args.partitions));
     Ok(Report {
         workload: format!("{kind:?}").to_lowercase(),
         scenario,
@@ -347,24 +185,272 @@ where
         produce,
         consume,
         target_rate_per_s: produce_plan.rate_per_s,
-        produce_latency_us: produce_latency,
-        e2e_latency_us: e2e_latency,
-        counts,
+        produce_latency_us: tally.produce_latency,
+        e2e_latency_us: tally.e2e_latency,
+        counts: tally.counts,
         partitions: PartitionReport::new(
-            &partition_counts,
+            &partitions,
             &topics,
             headline.map(|t| t.seconds).unwrap_or(0.0),
         ),
-        cpu: CpuReport {
-            wall_s,
-            client_s: client_cpu,
-            broker_s: broker_cpu,
-            client_cores: client_cpu / wall_s,
-            broker_cores: broker_cpu.map(|seconds| seconds / wall_s),
-        },
+        cpu: cpu_report(wall, cpu_before, cpu_after),
         broker_rss_anon_max_mib: broker_pid.map(|_| rss_anon_max_kib as f64 / 1024.0),
-        errors,
+        errors: tally.errors,
     })
+}
+
+/// Starts the private skiffd unless `--bootstrap` names a broker; returns it
+/// and the bootstrap string for the chosen transport.
+fn start_broker(args: &WorkloadArgs) -> Result<(Option<EmbeddedBroker>, String)> {
+    if let Some(bootstrap) = &args.bootstrap {
+        return Ok((None, external_bootstrap(bootstrap, args.transport)));
+    }
+    let skiffd = locate_skiffd(args.skiffd.as_deref())?;
+    let broker = EmbeddedBroker::start(&skiffd, args.durability, args.data_parent.as_deref())?;
+    let bootstrap = match args.transport {
+        Transport::Tcp => broker.listening().tcp.to_string(),
+        Transport::Quic => match broker.listening().quic {
+            Some(quic) => format!("quic://{quic}"),
+            None => bail!("the embedded skiffd did not open a QUIC listener"),
+        },
+    };
+    Ok((Some(broker), bootstrap))
+}
+
+/// The limit probes, on the broker's data filesystem when it is embedded.
+async fn measure_limits(
+    args: &WorkloadArgs,
+    embedded: Option<&EmbeddedBroker>,
+) -> Result<Option<Limits>> {
+    if args.no_limits {
+        return Ok(None);
+    }
+    let probe_dir = match (embedded, &args.data_parent) {
+        (Some(broker), _) => broker.data_dir().to_path_buf(),
+        (None, Some(dir)) => dir.clone(),
+        (None, None) => std::env::temp_dir(),
+    };
+    let probe_bytes = args.probe_bytes.unwrap_or(match args.amount() {
+        Amount::Duration(_) => PROBE_BYTES_FOR_DURATION,
+        _ => (args.measured_records().unwrap_or(0) * args.message_size)
+            .clamp(1 << 20, PROBE_BYTES_DEFAULT_MAX),
+    });
+    let measured = tokio::task::spawn_blocking(move || {
+        limits::measure(probe_bytes, SYNC_PROBE_BYTES, &probe_dir)
+    })
+    .await
+    .context("the limit probes panicked")??;
+    Ok(Some(measured))
+}
+
+/// The producer and consumer plans of a run (the rate is resolved later).
+fn plans(kind: WorkloadKind, args: &WorkloadArgs, topics: &[String]) -> (ProducePlan, ConsumePlan) {
+    let produce = ProducePlan {
+        topics: topics.to_vec(),
+        partitions: args.partitions,
+        producers: args.producers,
+        settings: ProducerSettings {
+            batch_size_bytes: args.batch_size,
+            linger: args.linger,
+            acks: args.acks,
+            compression: args.compression,
+            max_in_flight: args.max_in_flight,
+        },
+        keys: KeySpace::new(args.keys),
+        seed: args.seed,
+        message_size: args.message_size,
+        rate_per_s: None,
+        amount: args.amount(),
+        warmup: args.warmup,
+        stamp: kind == WorkloadKind::E2e,
+    };
+    let consume = ConsumePlan {
+        topics: topics.to_vec(),
+        partitions: args.partitions,
+        consumers: args.consumers,
+        mode: args.consumer_mode,
+        group_id: args
+            .group_id
+            .clone()
+            .unwrap_or_else(|| format!("skiff-bench-{}", std::process::id())),
+    };
+    (produce, consume)
+}
+
+/// A consume run writes its data first (outside the CPU figures), then sets
+/// the consumers' target to every record the topics hold.
+#[allow(clippy::too_many_arguments)]
+async fn prepare_consume<C: Connector>(
+    args: &WorkloadArgs,
+    connector: &C,
+    produce_plan: &ProducePlan,
+    topics: &[String],
+    clock: Clock,
+    live: &Arc<Live>,
+    limits: Option<&Limits>,
+    tally: &mut Tally,
+) -> Result<()> {
+    if !args.no_fill {
+        let fill_plan = ProducePlan {
+            warmup: Duration::ZERO,
+            ..produce_plan.clone()
+        };
+        let fill = workload::produce_phase(connector, &fill_plan, clock, live).await?;
+        tally.add_produce(fill, limits);
+        // The fill saturates the broker; its latency is not this run's subject.
+        tally.produce_latency = None;
+    }
+    let ranges = connector
+        .partition_ranges(topics)
+        .await
+        .context("reading partition offsets")?;
+    let available: i64 = ranges
+        .iter()
+        .map(|range| range.end_offset - range.start_offset)
+        .sum();
+    live.consume_target.store(available.max(0) as u64, Relaxed);
+    if args.no_fill {
+        // Nothing is produced in this run; the topics' records stand in for "acked".
+        tally.counts.sent = available.max(0) as u64;
+        tally.counts.acked = tally.counts.sent;
+    }
+    Ok(())
+}
+
+/// What the phases of a run measured, before it becomes a report.
+#[derive(Default)]
+struct Tally {
+    counts: Counts,
+    errors: Vec<String>,
+    produce: Option<Throughput>,
+    consume: Option<Throughput>,
+    produce_latency: Option<Percentiles>,
+    e2e_latency: Option<Percentiles>,
+    partitions: Option<PartitionCounts>,
+}
+
+impl Tally {
+    fn add_produce(&mut self, phase: ProducePhase, limits: Option<&Limits>) {
+        let seconds = phase.measured_elapsed().as_secs_f64();
+        let outcome = phase.outcome;
+        self.produce = Some(Throughput::new(
+            outcome.measured_records,
+            outcome.measured_bytes,
+            seconds,
+            limits,
+            true,
+        ));
+        self.counts.sent = outcome.sent;
+        self.counts.acked = outcome.acked;
+        self.counts.errors += outcome.errors;
+        self.errors.extend(outcome.first_error);
+        self.produce_latency = outcome.latency.percentiles();
+        self.partitions = Some(outcome.partitions);
+    }
+
+    /// `own_partitions`: the consumed per-partition counts are the run's (consume
+    /// runs); e2e runs keep the producers'.
+    fn add_consume(&mut self, phase: ConsumePhase, limits: Option<&Limits>, own_partitions: bool) {
+        let seconds = phase.measured_elapsed().as_secs_f64();
+        let outcome = phase.outcome;
+        self.consume = Some(Throughput::new(
+            outcome.measured_records,
+            outcome.measured_bytes,
+            seconds,
+            limits,
+            false,
+        ));
+        self.counts.consumed = outcome.consumed;
+        self.counts.errors += outcome.errors;
+        self.errors.extend(outcome.first_error);
+        self.e2e_latency = outcome.e2e.percentiles();
+        if own_partitions {
+            self.partitions = Some(outcome.partitions);
+        }
+    }
+
+    /// Sent = acknowledged (= consumed, when consumed), or the run is void.
+    fn check_counts(&mut self, kind: WorkloadKind) {
+        let counts = self.counts;
+        if kind != WorkloadKind::Produce && counts.consumed != counts.acked {
+            self.errors.push(format!(
+                "consumed {} records but {} were acknowledged",
+                counts.consumed, counts.acked
+            ));
+        }
+        if counts.acked != counts.sent {
+            self.errors.push(format!(
+                "{} records sent but {} acknowledged",
+                counts.sent, counts.acked
+            ));
+        }
+    }
+}
+
+/// The measured phase of each workload.
+struct Phases<'a, C> {
+    connector: &'a C,
+    produce: &'a ProducePlan,
+    consume: &'a ConsumePlan,
+    clock: Clock,
+    live: &'a Arc<Live>,
+    limits: Option<&'a Limits>,
+}
+
+impl<C: Connector> Phases<'_, C> {
+    async fn produce(&self, tally: &mut Tally) -> Result<()> {
+        let phase =
+            workload::produce_phase(self.connector, self.produce, self.clock, self.live).await?;
+        tally.add_produce(phase, self.limits);
+        Ok(())
+    }
+
+    async fn consume(&self, tally: &mut Tally) -> Result<()> {
+        let running =
+            workload::start_consumers(self.connector, self.consume, false, self.clock, self.live)
+                .await?;
+        tally.add_consume(running.finish(self.live).await?, self.limits, true);
+        Ok(())
+    }
+
+    /// Consumers first (reading from the earliest offset), then producers; the
+    /// consumers stop once they have every record the producers delivered.
+    async fn end_to_end(&self, fire_and_forget: bool, tally: &mut Tally) -> Result<()> {
+        let running =
+            workload::start_consumers(self.connector, self.consume, true, self.clock, self.live)
+                .await?;
+        let phase =
+            workload::produce_phase(self.connector, self.produce, self.clock, self.live).await?;
+        let delivered = if fire_and_forget {
+            phase.outcome.sent
+        } else {
+            phase.outcome.acked
+        };
+        self.live.consume_target.store(delivered, Relaxed);
+        tally.add_produce(phase, self.limits);
+        tally.add_consume(running.finish(self.live).await?, self.limits, false);
+        Ok(())
+    }
+}
+
+fn cpu_report(
+    wall: Duration,
+    before: (CpuTime, Option<CpuTime>),
+    after: (CpuTime, Option<CpuTime>),
+) -> CpuReport {
+    let wall_s = wall.as_secs_f64().max(1e-9);
+    let client_s = after.0.since(&before.0).total().as_secs_f64();
+    let broker_s = match (before.1, after.1) {
+        (Some(before), Some(after)) => Some(after.since(&before).total().as_secs_f64()),
+        _ => None,
+    };
+    CpuReport {
+        wall_s,
+        client_s,
+        broker_s,
+        client_cores: client_s / wall_s,
+        broker_cores: broker_s.map(|seconds| seconds / wall_s),
+    }
 }
 
 /// Runs the producers unpaced for [`CALIBRATION`] on separate topics and

@@ -35,20 +35,21 @@ fn workload(
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let report: Report = runtime.block_on(run_workload(
-        kind,
-        args,
-        scenario,
-        command,
-        |target: Target| async move {
-            SkiffConnector::connect(
-                &target.bootstrap,
-                target.quic_cert,
-                args.partition_fetch_bytes,
-            )
-            .await
-        },
-    ))?;
+    let run = run_workload(kind, args, scenario, command, |target: Target| async move {
+        SkiffConnector::connect(
+            &target.bootstrap,
+            target.quic_cert,
+            args.partition_fetch_bytes,
+        )
+        .await
+    });
+    // Ctrl-C drops the run, and with it the embedded broker (killed, its data removed).
+    let report: Report = runtime.block_on(async {
+        tokio::select! {
+            report = run => report,
+            _ = tokio::signal::ctrl_c() => bail!("interrupted"),
+        }
+    })?;
     print!("{}", report.table());
     if let Some(path) = &args.json {
         write_json(path, &report)?;

@@ -46,6 +46,9 @@ fn run_json(args: &[&str], dir: &Path) -> Result<Value> {
     let json = json_path.to_str().context("utf-8 temp path")?;
     let skiffd = skiffd_binary()?;
     let skiffd = skiffd.to_str().context("utf-8 skiffd path")?;
+    let broker_parent = dir.join("brokers");
+    std::fs::create_dir(&broker_parent)?;
+    let broker_parent_text = broker_parent.to_str().context("utf-8 temp path")?;
     let mut all: Vec<&str> = args.to_vec();
     all.extend([
         "--quiet",
@@ -55,6 +58,8 @@ fn run_json(args: &[&str], dir: &Path) -> Result<Value> {
         skiffd,
         "--json",
         json,
+        "--data-parent",
+        broker_parent_text,
     ]);
     let output = run_bench(&all)?;
     if !output.status.success() {
@@ -65,6 +70,14 @@ fn run_json(args: &[&str], dir: &Path) -> Result<Value> {
             String::from_utf8_lossy(&output.stderr)
         );
     }
+    // The embedded broker's directory (data, log, probe files) is gone after the run.
+    let left: Vec<_> = std::fs::read_dir(&broker_parent)?.collect();
+    ensure!(
+        left.is_empty(),
+        "the run left {} entries in {}",
+        left.len(),
+        broker_parent.display()
+    );
     let text = std::fs::read_to_string(&json_path)?;
     Ok(serde_json::from_str(&text)?)
 }

@@ -253,6 +253,29 @@ fn pipelined_responses_keep_request_order() -> Result<()> {
     assert!(matches!(first, ResponseKind::Fetch(_)));
     let second = client.receive(ApiKey::ApiVersions, 3, fast)?;
     assert!(matches!(second, ResponseKind::ApiVersions(_)));
+
+    // A burst of pipelined produces: answered in order, offsets in request order.
+    let mut ids = Vec::new();
+    for i in 0..200 {
+        let value = format!("burst-{i}");
+        let mut data = messages::produce_request::PartitionProduceData::default();
+        data.records = Some(batch(&[value.as_bytes()], -1, -1, -1));
+        let mut topic = messages::produce_request::TopicProduceData::default();
+        topic.name = TopicName(StrBytes::from_string("order".to_string()));
+        topic.partition_data = vec![data];
+        let mut request = messages::ProduceRequest::default();
+        request.acks = 1;
+        request.timeout_ms = 10_000;
+        request.topic_data = vec![topic];
+        ids.push(client.send(ApiKey::Produce, 9, &RequestKind::Produce(request))?);
+    }
+    for (i, id) in ids.into_iter().enumerate() {
+        let ResponseKind::Produce(response) = client.receive(ApiKey::Produce, 9, id)? else {
+            bail!("not produce")
+        };
+        let partition = &response.responses[0].partition_responses[0];
+        assert_eq!((partition.error_code, partition.base_offset), (0, i as i64));
+    }
     Ok(())
 }
 
@@ -446,8 +469,26 @@ fn every_served_version_answers() -> Result<()> {
         }
     }
     for version in 0..=12 {
-        metadata(&mut client, version, Some(&["versions", "bad name"]), true)?;
+        let response = metadata(&mut client, version, Some(&["versions", "bad name"]), true)?;
+        assert_eq!(response.topics[0].error_code, 0, "metadata v{version}");
+        assert_eq!(
+            response.topics[1].error_code,
+            ErrorCode::InvalidTopicException.code()
+        );
     }
+    let mut request = messages::MetadataRequest::default();
+    request.topics = None;
+    request.include_topic_authorized_operations = true;
+    let ResponseKind::Metadata(r) =
+        client.call(ApiKey::Metadata, 9, RequestKind::Metadata(request))?
+    else {
+        bail!("metadata")
+    };
+    let operations = r.topics[0].topic_authorized_operations;
+    assert!(
+        operations & (1 << 3) != 0 && operations & (1 << 4) != 0,
+        "READ and WRITE allowed: {operations:#x}"
+    );
     for version in 2..=6 {
         let mut topic = messages::create_topics_request::CreatableTopic::default();
         topic.name = name(&format!("created-v{version}"));

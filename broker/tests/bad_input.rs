@@ -269,3 +269,74 @@ fn storage_error_is_isolated_to_its_partition() -> Result<()> {
     );
     Ok(())
 }
+
+/// With a file size limit (RLIMIT_FSIZE), a write past it is a storage error on that
+/// partition, not a SIGXFSZ that kills the broker; other partitions keep working.
+#[test]
+fn file_size_limit_is_an_error_not_a_signal() -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    const FILE_BYTES_LIMIT: u64 = 24 << 20;
+    let dir = tempfile::tempdir()?;
+    let mut broker =
+        Skiffd::start_with(dir.path(), &["--auto-create-topics", "false"], |command| {
+            // SAFETY: setrlimit is async-signal-safe; it runs in the forked child before exec.
+            unsafe {
+                command.pre_exec(|| {
+                    let limit = libc::rlimit {
+                        rlim_cur: FILE_BYTES_LIMIT,
+                        rlim_max: FILE_BYTES_LIMIT,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        })?;
+    let mut client = broker.connect()?;
+    let periodic = ("flush.ms", "1000");
+    assert_eq!(
+        client.create_topic(
+            "small-segments",
+            1,
+            &[("segment.bytes", "1048576"), periodic]
+        )?,
+        0
+    );
+    assert_eq!(
+        client.create_topic(
+            "big-segments",
+            1,
+            &[("segment.bytes", "67108864"), periodic]
+        )?,
+        0
+    );
+    let big = vec![b'g'; 512 * 1024];
+    let mut failure = None;
+    for produced in 0..100 {
+        let (error, _) = client.produce("big-segments", 0, batch(&[&big], -1, -1, -1), 1)?;
+        if error != 0 {
+            failure = Some((error, produced));
+            break;
+        }
+    }
+    let Some((error, produced)) = failure else {
+        bail!("50 MiB went into one segment file despite the limit")
+    };
+    assert_eq!(error, ErrorCode::KafkaStorageError.code());
+    assert!(
+        produced >= 16,
+        "the first {produced} appends fit under the limit"
+    );
+    assert!(broker.is_running(), "SIGXFSZ did not kill the broker");
+    assert_eq!(
+        client.list_offset("big-segments", 0, -1)?,
+        (0, produced),
+        "nothing of the failed append visible"
+    );
+    assert_eq!(
+        client.produce("small-segments", 0, batch(&[b"after"], -1, -1, -1), 1)?,
+        (0, 0)
+    );
+    Ok(())
+}

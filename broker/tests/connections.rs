@@ -227,3 +227,30 @@ fn kill_nine_keeps_acknowledged_records() -> Result<()> {
     );
     Ok(())
 }
+
+/// SIGTERM during a 30 s long poll: the poll is answered early, then the broker exits 0.
+#[test]
+fn shutdown_answers_in_flight_long_poll() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let broker = Skiffd::start(dir.path(), &[])?;
+    let mut client = broker.connect()?;
+    assert_eq!(client.create_topic("draining", 1, &[])?, 0);
+    let id = client.send(
+        ApiKey::Fetch,
+        12,
+        &RequestKind::Fetch(Client::fetch_request("draining", 0, 0, 30_000, 1)),
+    )?;
+    std::thread::sleep(Duration::from_millis(200));
+    let started = Instant::now();
+    let stopper = std::thread::spawn(move || broker.stop());
+    let ResponseKind::Fetch(response) = client.receive(ApiKey::Fetch, 12, id)? else {
+        bail!("not a fetch response")
+    };
+    assert_eq!(response.responses[0].partitions[0].error_code, 0);
+    assert_eq!(stopper.join().expect("stopper thread")?, 0);
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "shutdown waited for the poll to time out"
+    );
+    Ok(())
+}

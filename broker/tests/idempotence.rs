@@ -142,3 +142,41 @@ fn transactional_id_is_refused() -> Result<()> {
     assert_eq!(producer_id, -1);
     Ok(())
 }
+
+/// Five idempotent batches pipelined on one connection (as librdkafka and the Java client
+/// do with max.in.flight=5) are appended in order, none refused as out of order.
+#[test]
+fn pipelined_idempotent_batches_keep_their_order() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let broker = Skiffd::start(dir.path(), &[])?;
+    let mut client = broker.connect()?;
+    assert_eq!(client.create_topic("inflight", 1, &[])?, 0);
+    let (_, producer_id, _) = init_producer_id(&mut client, None)?;
+    for round in 0..20 {
+        let mut ids = Vec::new();
+        for i in 0..5 {
+            let sequence = round * 10 + i * 2;
+            let mut data = messages::produce_request::PartitionProduceData::default();
+            data.records = Some(batch(&[b"x", b"y"], producer_id, 0, sequence));
+            let mut topic = messages::produce_request::TopicProduceData::default();
+            topic.name = messages::TopicName(StrBytes::from_string("inflight".to_string()));
+            topic.partition_data = vec![data];
+            let mut request = messages::ProduceRequest::default();
+            request.acks = -1;
+            request.timeout_ms = 10_000;
+            request.topic_data = vec![topic];
+            ids.push(client.send(ApiKey::Produce, 9, &RequestKind::Produce(request))?);
+        }
+        for (i, id) in ids.into_iter().enumerate() {
+            let ResponseKind::Produce(r) = client.receive(ApiKey::Produce, 9, id)? else {
+                bail!("not produce")
+            };
+            let p = &r.responses[0].partition_responses[0];
+            assert_eq!(
+                (p.error_code, p.base_offset),
+                (0, i64::from(round * 10) + i as i64 * 2)
+            );
+        }
+    }
+    Ok(())
+}

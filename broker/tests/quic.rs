@@ -179,3 +179,31 @@ async fn quic_api_versions_produce_fetch_and_long_poll() -> Result<()> {
     assert_eq!(record_values(records)?, vec![&b"wake"[..]]);
     Ok(())
 }
+
+/// An oversized frame on a QUIC stream closes that connection (application code 1);
+/// a new connection is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quic_oversized_frame_closes_connection() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let broker = Skiffd::start(dir.path(), &["--frame-bytes-max", "65536"])?;
+    let (_endpoint, connection) = connect(&broker).await?;
+    let (mut send, _recv) = connection.open_bi().await?;
+    send.write_all(&1_000_000i32.to_be_bytes()).await?;
+    let reason = tokio::time::timeout(Duration::from_secs(10), connection.closed()).await?;
+    match reason {
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            assert_eq!(close.error_code, quinn::VarInt::from_u32(1))
+        }
+        other => bail!("closed for another reason: {other}"),
+    }
+    let (_endpoint, fresh) = connect(&broker).await?;
+    let response = call(
+        &fresh,
+        ApiKey::ApiVersions,
+        3,
+        RequestKind::ApiVersions(Default::default()),
+    )
+    .await?;
+    assert!(matches!(response, Some(ResponseKind::ApiVersions(_))));
+    Ok(())
+}

@@ -11,7 +11,7 @@ async fn main() -> anyhow::Result<()> {
     let bootstrap = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:9092".to_string());
-    let admin = Admin::new(Client::connect(ClientConfig::new(&bootstrap)?).await?);
+    let admin = Admin::new(Client::connect(client_config(&bootstrap)?).await?);
 
     admin
         .create_topic(NewTopic::new("admin-example", 3).config("retention.ms", "86400000"))
@@ -33,4 +33,14 @@ async fn main() -> anyhow::Result<()> {
     println!("topics: {:?}", admin.list_topics(false).await?);
     admin.delete_topic("admin-example").await?;
     Ok(())
+}
+
+/// `host:port` for TCP; for `quic://host:port`, the broker's certificate
+/// comes from `SKIFF_QUIC_CERT` (skiffd writes it to DATA_DIR/quic-cert.pem).
+fn client_config(bootstrap: &str) -> skiff_client::Result<ClientConfig> {
+    let config = ClientConfig::new(bootstrap)?;
+    Ok(match std::env::var_os("SKIFF_QUIC_CERT") {
+        Some(path) => config.quic_trust(skiff_client::QuicTrust::CertificateFile(path.into())),
+        None => config,
+    })
 }

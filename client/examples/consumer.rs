@@ -14,7 +14,7 @@ async fn main() -> anyhow::Result<()> {
     let bootstrap = args.next().unwrap_or_else(|| "127.0.0.1:9092".to_string());
     let topic = args.next().unwrap_or_else(|| "events".to_string());
 
-    let client = Client::connect(ClientConfig::new(&bootstrap)?).await?;
+    let client = Client::connect(client_config(&bootstrap)?).await?;
     let mut consumer = Consumer::new(client, ConsumerConfig::default());
     consumer.assign_topics(&[&topic]).await?;
     consumer.seek_all(SeekTo::Beginning).await?;
@@ -36,4 +36,14 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `host:port` for TCP; for `quic://host:port`, the broker's certificate
+/// comes from `SKIFF_QUIC_CERT` (skiffd writes it to DATA_DIR/quic-cert.pem).
+fn client_config(bootstrap: &str) -> skiff_client::Result<ClientConfig> {
+    let config = ClientConfig::new(bootstrap)?;
+    Ok(match std::env::var_os("SKIFF_QUIC_CERT") {
+        Some(path) => config.quic_trust(skiff_client::QuicTrust::CertificateFile(path.into())),
+        None => config,
+    })
 }

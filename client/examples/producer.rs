@@ -14,7 +14,7 @@ async fn main() -> anyhow::Result<()> {
     let bootstrap = args.next().unwrap_or_else(|| "127.0.0.1:9092".to_string());
     let topic = args.next().unwrap_or_else(|| "events".to_string());
 
-    let client = Client::connect(ClientConfig::new(&bootstrap)?).await?;
+    let client = Client::connect(client_config(&bootstrap)?).await?;
     let config = ProducerConfig {
         linger: Duration::from_millis(10),
         compression: Compression::Lz4,
@@ -42,4 +42,14 @@ async fn main() -> anyhow::Result<()> {
     }
     producer.close().await?;
     Ok(())
+}
+
+/// `host:port` for TCP; for `quic://host:port`, the broker's certificate
+/// comes from `SKIFF_QUIC_CERT` (skiffd writes it to DATA_DIR/quic-cert.pem).
+fn client_config(bootstrap: &str) -> skiff_client::Result<ClientConfig> {
+    let config = ClientConfig::new(bootstrap)?;
+    Ok(match std::env::var_os("SKIFF_QUIC_CERT") {
+        Some(path) => config.quic_trust(skiff_client::QuicTrust::CertificateFile(path.into())),
+        None => config,
+    })
 }

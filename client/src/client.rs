@@ -212,6 +212,19 @@ impl Client {
         self.connection_to(&address).await
     }
 
+    /// The open connection to broker `node_id`, if there is one right now
+    /// (without waiting or dialling).
+    pub fn connected(&self, node_id: i32) -> Option<Arc<BrokerConnection>> {
+        let address = self.broker_address(node_id)?;
+        let slot = self.inner.pool.lock().ok()?.get(&address).cloned()?;
+        let state = slot.state.try_lock().ok()?;
+        state
+            .connection
+            .as_ref()
+            .filter(|c| !c.is_closed())
+            .cloned()
+    }
+
     /// The address of broker `node_id`, from the cache.
     ///
     /// A broker reached over QUIC may advertise its TCP port (Metadata has

@@ -80,6 +80,10 @@ impl Broker {
             .arg("--data-dir")
             .arg(&self.data_dir)
             .args(&self.extra_args)
+            .env(
+                "SKIFF_LOG",
+                std::env::var("SKIFF_TEST_BROKER_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -252,4 +256,15 @@ pub fn topic_name(test: &str, transport: Transport) -> String {
         Transport::Quic => "quic",
     };
     format!("{test}-{transport}")
+}
+
+/// Sends the test process's own tracing (the client's) to stderr when
+/// `SKIFF_TEST_LOG` is set, e.g. `SKIFF_TEST_LOG=skiff_client=debug`.
+pub fn init_tracing() {
+    if let Ok(filter) = std::env::var("SKIFF_TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
 }

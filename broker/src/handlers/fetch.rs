@@ -40,7 +40,7 @@ struct Target {
     partition: Result<Arc<Partition>, ErrorCode>,
 }
 
-pub async fn handle(broker: &Arc<Broker>, _version: i16, request: FetchRequest) -> FetchResponse {
+pub async fn handle(broker: Arc<Broker>, _version: i16, request: FetchRequest) -> FetchResponse {
     let mut response = FetchResponse::default();
     response.session_id = 0;
     if request.session_id != 0 {

@@ -17,6 +17,11 @@ use super::{str_bytes, topic_error_code};
 use crate::broker::Broker;
 use crate::topics::Topic;
 
+/// Kafka's `AclOperation` bits a topic supports: READ 3, WRITE 4, CREATE 5,
+/// DELETE 6, ALTER 7, DESCRIBE 8, DESCRIBE_CONFIGS 10, ALTER_CONFIGS 11.
+const TOPIC_OPERATIONS_ALL: i32 =
+    (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 10) | (1 << 11);
+
 pub fn handle(broker: &Arc<Broker>, version: i16, request: MetadataRequest) -> MetadataResponse {
     let node = BrokerId(broker.config.node_id);
     let mut response = MetadataResponse::default();
@@ -28,6 +33,9 @@ pub fn handle(broker: &Arc<Broker>, version: i16, request: MetadataRequest) -> M
     response.cluster_id = Some(str_bytes(broker.topics.cluster_id()));
     response.controller_id = node;
 
+    // Without ACLs every operation is allowed; v8+ clients may ask which.
+    let operations = (version >= 8 && request.include_topic_authorized_operations)
+        .then_some(TOPIC_OPERATIONS_ALL);
     let all_topics = match &request.topics {
         None => true,
         Some(topics) => version == 0 && topics.is_empty(),
@@ -37,7 +45,7 @@ pub fn handle(broker: &Arc<Broker>, version: i16, request: MetadataRequest) -> M
             .topics
             .list()
             .iter()
-            .map(|t| describe(t, node))
+            .map(|t| describe(t, node, operations))
             .collect();
         return response;
     }
@@ -52,7 +60,7 @@ pub fn handle(broker: &Arc<Broker>, version: i16, request: MetadataRequest) -> M
             continue;
         };
         match broker.topic_or_create(name.as_str(), allow_auto_create) {
-            Ok(topic) => response.topics.push(describe(&topic, node)),
+            Ok(topic) => response.topics.push(describe(&topic, node, operations)),
             Err(error) => {
                 let mut topic = MetadataResponseTopic::default();
                 topic.error_code = topic_error_code(&error).code();
@@ -64,8 +72,11 @@ pub fn handle(broker: &Arc<Broker>, version: i16, request: MetadataRequest) -> M
     response
 }
 
-fn describe(topic: &Topic, node: BrokerId) -> MetadataResponseTopic {
+fn describe(topic: &Topic, node: BrokerId, operations: Option<i32>) -> MetadataResponseTopic {
     let mut out = MetadataResponseTopic::default();
+    if let Some(operations) = operations {
+        out.topic_authorized_operations = operations;
+    }
     out.name = Some(TopicName(str_bytes(topic.name.clone())));
     out.partitions = topic
         .partitions

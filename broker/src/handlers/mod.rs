@@ -14,6 +14,8 @@
 
 use std::sync::Arc;
 
+use futures::future::BoxFuture;
+
 use skiff_protocol::api::{ApiKey, RequestKind, ResponseKind, StrBytes};
 use skiff_protocol::frame::RequestHeader;
 use skiff_protocol::ErrorCode;
@@ -66,13 +68,22 @@ pub enum HandlerError {
     NotServed { api_key: i16, api_version: i16 },
 }
 
-/// Runs the handler for a decoded request. `Ok(None)` means the protocol
-/// wants no response (Produce with acks=0).
-pub async fn handle(
+/// A handler's answer: ready now, or after waiting (durability, long poll).
+#[allow(clippy::large_enum_variant)] // built once per request and consumed at once
+pub enum Started {
+    /// `None` means the protocol wants no response (Produce with acks=0).
+    Done(Option<ResponseKind>),
+    Later(BoxFuture<'static, Option<ResponseKind>>),
+}
+
+/// Runs the synchronous part of a request's handler: everything with side
+/// effects (topic changes, appends) happens here, in the order the
+/// connection received the requests; only waiting is left for later.
+pub fn start(
     broker: &Arc<Broker>,
     header: &RequestHeader,
     request: RequestKind,
-) -> Result<Option<ResponseKind>, HandlerError> {
+) -> Result<Started, HandlerError> {
     let version = header.api_version;
     let response = match request {
         RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(api_versions::handle(version, &r)),
@@ -92,11 +103,18 @@ pub async fn handle(
         RequestKind::ListOffsets(r) => {
             ResponseKind::ListOffsets(list_offsets::handle(broker, version, r))
         }
-        RequestKind::Produce(r) => match produce::handle(broker, version, r).await {
-            Some(response) => ResponseKind::Produce(response),
-            None => return Ok(None),
-        },
-        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(broker, version, r).await),
+        RequestKind::Produce(r) => {
+            let pending = produce::append_all(broker, version, r);
+            return Ok(Started::Later(Box::pin(async move {
+                produce::respond(pending).await.map(ResponseKind::Produce)
+            })));
+        }
+        RequestKind::Fetch(r) => {
+            let broker = Arc::clone(broker);
+            return Ok(Started::Later(Box::pin(async move {
+                Some(ResponseKind::Fetch(fetch::handle(broker, version, r).await))
+            })));
+        }
         _ => {
             return Err(HandlerError::NotServed {
                 api_key: header.api_key,
@@ -104,7 +122,7 @@ pub async fn handle(
             })
         }
     };
-    Ok(Some(response))
+    Ok(Started::Done(Some(response)))
 }
 
 /// The Kafka error code for a topic administration error.

@@ -49,11 +49,18 @@ impl Appended {
     }
 }
 
-pub async fn handle(
-    broker: &Arc<Broker>,
-    _version: i16,
-    request: ProduceRequest,
-) -> Option<ProduceResponse> {
+/// A produce request whose batches are appended, awaiting durability.
+pub struct PendingProduce {
+    acks: i16,
+    timeout_ms: i32,
+    results: Vec<(String, Vec<PartitionOutcome>)>,
+}
+
+/// Validates and appends every partition's batch. Synchronous, so that the
+/// connection loop can run it in request order: a client pipelining produce
+/// requests (idempotent or not) sees its batches appended in the order it
+/// sent them, as with Kafka.
+pub fn append_all(broker: &Arc<Broker>, _version: i16, request: ProduceRequest) -> PendingProduce {
     let acks = request.acks;
     let mut results: Vec<(String, Vec<PartitionOutcome>)> = Vec::new();
     for topic in request.topic_data {
@@ -105,13 +112,33 @@ pub async fn handle(
         }
         results.push((name, partitions));
     }
+    PendingProduce {
+        acks,
+        timeout_ms: request.timeout_ms,
+        results,
+    }
+}
+
+/// Waits until the appended batches are durable per the flush policy and
+/// builds the response (none for acks=0).
+pub async fn respond(pending: PendingProduce) -> Option<ProduceResponse> {
+    let PendingProduce {
+        acks,
+        timeout_ms,
+        results,
+    } = pending;
     if acks == 0 {
         return None;
     }
     // Durability waits run concurrently, so one fsync can cover many partitions' appends.
-    let timeout = Duration::from_millis(u64::try_from(request.timeout_ms).unwrap_or(0).max(1));
-    let mut response = ProduceResponse::default();
-    for (name, partitions) in results {
+    // `timeout_ms` bounds them for acks=-1, as it bounds replication in Kafka;
+    // acks=1 answers when the flush policy is met, however long that takes.
+    let timeout = if acks == -1 {
+        Duration::from_millis(u64::try_from(timeout_ms).unwrap_or(0).max(1))
+    } else {
+        Duration::MAX
+    };
+    let topics = results.into_iter().map(|(name, partitions)| async move {
         let mut topic_response = TopicProduceResponse::default();
         topic_response.name = skiff_protocol::api::messages::TopicName(str_bytes(name));
         let waits = partitions.into_iter().map(|(index, partition, mut appended)| async move {
@@ -139,8 +166,10 @@ pub async fn handle(
             out
         });
         topic_response.partition_responses = futures::future::join_all(waits).await;
-        response.responses.push(topic_response);
-    }
+        topic_response
+    });
+    let mut response = ProduceResponse::default();
+    response.responses = futures::future::join_all(topics).await;
     Some(response)
 }
 

@@ -16,12 +16,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use skiff_protocol::api::{self, ApiKey, Frame};
+use futures::future::BoxFuture;
+use skiff_protocol::api::{self, ApiKey, Frame, ResponseKind};
 use skiff_protocol::frame;
 use skiff_protocol::ErrorCode;
 
 use crate::broker::Broker;
-use crate::handlers;
+use crate::handlers::{self, Started};
 
 /// What to send back for one request frame.
 #[derive(Debug)]
@@ -55,60 +56,121 @@ fn api_key_name(key: ApiKey) -> &'static str {
     }
 }
 
-/// Handles one request frame (without its size prefix).
-pub async fn dispatch(broker: Arc<Broker>, request: Bytes) -> Outcome {
+/// The result of [`dispatch`]: an outcome now, or a future that yields it.
+pub enum Dispatched {
+    Ready(Outcome),
+    Later(BoxFuture<'static, Outcome>),
+}
+
+impl Dispatched {
+    /// Waits for the outcome (QUIC streams, where order between streams is free).
+    pub async fn outcome(self) -> Outcome {
+        match self {
+            Dispatched::Ready(outcome) => outcome,
+            Dispatched::Later(future) => future.await,
+        }
+    }
+}
+
+/// Handles one request frame (without its size prefix). Runs the request's
+/// side effects before returning, so calling it in arrival order applies
+/// requests in arrival order; what is left (durability waits, long polls,
+/// encoding their responses) is returned as a future.
+pub fn dispatch(broker: &Arc<Broker>, request: Bytes) -> Dispatched {
     let started = Instant::now();
     let (key, version, correlation_id) = match frame::peek_request_ids(&request) {
         Ok(ids) => ids,
         Err(error) => {
             broker.metrics.frame_rejected();
-            return Outcome::Close(format!("request frame too short for a header: {error}"));
+            return Dispatched::Ready(Outcome::Close(format!(
+                "request frame too short for a header: {error}"
+            )));
         }
     };
     let name = api_name(key);
-    if !handlers::is_served(key, version) {
-        tracing::debug!(
-            api_key = key,
-            api_version = version,
-            "unsupported API or version"
-        );
-        broker.metrics.request(name, key, started.elapsed(), true);
-        return Outcome::Respond(api::encode_api_versions_fallback(
-            correlation_id,
-            ErrorCode::UnsupportedVersion.code(),
-            &handlers::served_raw(),
-        ));
-    }
+    let api_key = match ApiKey::try_from(key) {
+        Ok(api_key) if handlers::is_served(key, version) => api_key,
+        _ => {
+            tracing::debug!(
+                api_key = key,
+                api_version = version,
+                "unsupported API or version"
+            );
+            broker.metrics.request(name, key, started.elapsed(), true);
+            return Dispatched::Ready(Outcome::Respond(api::encode_api_versions_fallback(
+                correlation_id,
+                ErrorCode::UnsupportedVersion.code(),
+                &handlers::served_raw(),
+            )));
+        }
+    };
     let (header, body) = match api::decode_request(request) {
         Ok(decoded) => decoded,
         Err(error) => {
             broker.metrics.frame_rejected();
             broker.metrics.request(name, key, started.elapsed(), true);
-            return Outcome::Close(format!("malformed {name} v{version} request: {error}"));
+            return Dispatched::Ready(Outcome::Close(format!(
+                "malformed {name} v{version} request: {error}"
+            )));
         }
     };
-    let result = handlers::handle(&broker, &header, body).await;
-    let outcome = match result {
-        Ok(Some(response)) => {
-            let Ok(api_key) = ApiKey::try_from(key) else {
-                return Outcome::Close(format!("API key {key} vanished"));
-            };
-            match api::encode_response(correlation_id, api_key, version, &response) {
-                Ok(frame) => Outcome::Respond(frame),
-                Err(error) => {
-                    tracing::error!(api = name, version, %error, "cannot encode response");
-                    Outcome::Close(format!("cannot encode {name} v{version} response: {error}"))
+    let respond = Responder {
+        broker: Arc::clone(broker),
+        api_key,
+        version,
+        correlation_id,
+        name,
+        started,
+    };
+    match handlers::start(broker, &header, body) {
+        Ok(Started::Done(response)) => Dispatched::Ready(respond.finish(Ok(response))),
+        Ok(Started::Later(future)) => Dispatched::Later(Box::pin(async move {
+            let response = future.await;
+            respond.finish(Ok(response))
+        })),
+        Err(error) => Dispatched::Ready(respond.finish(Err(error))),
+    }
+}
+
+/// Encodes a handler's response and records the request's metrics.
+struct Responder {
+    broker: Arc<Broker>,
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    name: &'static str,
+    started: Instant,
+}
+
+impl Responder {
+    fn finish(self, result: Result<Option<ResponseKind>, handlers::HandlerError>) -> Outcome {
+        let Responder {
+            broker,
+            api_key,
+            version,
+            correlation_id,
+            name,
+            started,
+        } = self;
+        let outcome = match result {
+            Ok(Some(response)) => {
+                match api::encode_response(correlation_id, api_key, version, &response) {
+                    Ok(frame) => Outcome::Respond(frame),
+                    Err(error) => {
+                        tracing::error!(api = name, version, %error, "cannot encode response");
+                        Outcome::Close(format!("cannot encode {name} v{version} response: {error}"))
+                    }
                 }
             }
-        }
-        Ok(None) => Outcome::Silent,
-        Err(error) => Outcome::Close(error.to_string()),
-    };
-    broker.metrics.request(
-        name,
-        key,
-        started.elapsed(),
-        matches!(outcome, Outcome::Close(_)),
-    );
-    outcome
+            Ok(None) => Outcome::Silent,
+            Err(error) => Outcome::Close(error.to_string()),
+        };
+        broker.metrics.request(
+            name,
+            api_key as i16,
+            started.elapsed(),
+            matches!(outcome, Outcome::Close(_)),
+        );
+        outcome
+    }
 }

@@ -141,7 +141,7 @@ async fn serve_stream(
     if recv.read_exact(&mut request).await.is_err() {
         return;
     }
-    match dispatch(broker, request.freeze()).await {
+    match dispatch(&broker, request.freeze()).outcome().await {
         Outcome::Respond(mut frame) => {
             if send.write_all_chunks(&mut frame.chunks).await.is_ok() {
                 let _ = send.finish();

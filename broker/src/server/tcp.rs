@@ -1,10 +1,13 @@
 //! The TCP listener and the per-connection read/dispatch/write loop.
 //!
-//! Kafka clients pipeline requests on one connection and expect responses in
-//! request order. The reader half takes whole frames off the socket and
-//! spawns a task per request, queueing the task handles in request order;
-//! the writer half awaits them in that order and writes each response with
-//! vectored writes (fetch responses are mostly mmap slices).
+//! Kafka clients pipeline requests on one connection and expect them applied
+//! and answered in request order. The reader half takes whole frames off the
+//! socket and runs each request's side effects (appends, topic changes) at
+//! once, in arrival order; what remains to wait for (a produce's durability,
+//! a fetch's long poll) runs as its own task, so a long poll does not hold
+//! up the requests behind it. The writer half takes the responses in
+//! request order and writes them with vectored writes (fetch responses are
+//! mostly mmap slices).
 //!
 //! Limits: a frame's size prefix is checked against `frame_bytes_max`
 //! before its bytes are buffered (oversized → log line naming the peer and
@@ -26,7 +29,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
-use super::dispatch::{dispatch, Outcome};
+use super::dispatch::{dispatch, Dispatched, Outcome};
 use crate::broker::Broker;
 
 /// Bytes read from the socket per call when no frame is pending.
@@ -34,9 +37,35 @@ const READ_CHUNK_BYTES: usize = 64 * 1024;
 /// Slices handed to one `write_vectored` call.
 const IO_SLICES_MAX: usize = 64;
 
+/// A response slot: ready, or being produced by a spawned task.
+enum Slot {
+    Ready(Outcome),
+    Running(JoinHandle<Outcome>),
+}
+
+impl Slot {
+    fn is_finished(&self) -> bool {
+        match self {
+            Slot::Ready(_) => true,
+            Slot::Running(handle) => handle.is_finished(),
+        }
+    }
+
+    async fn outcome(self) -> Outcome {
+        match self {
+            Slot::Ready(outcome) => outcome,
+            Slot::Running(handle) => match handle.await {
+                Ok(outcome) => outcome,
+                Err(error) => Outcome::Close(format!("request task failed: {error}")),
+            },
+        }
+    }
+}
+
 struct Pending {
-    response: JoinHandle<Outcome>,
-    _permit: OwnedSemaphorePermit,
+    response: Slot,
+    /// Released once the response is written.
+    permit: OwnedSemaphorePermit,
 }
 
 /// Accepts connections until shutdown; each connection holds a clone of
@@ -104,15 +133,12 @@ async fn serve_connection(
                     let Ok(permit) = Arc::clone(&inflight).acquire_many_owned(cost).await else {
                         break 'connection;
                     };
-                    let response = tokio::spawn(dispatch(Arc::clone(&broker), request));
-                    if queue
-                        .send(Pending {
-                            response,
-                            _permit: permit,
-                        })
-                        .await
-                        .is_err()
-                    {
+                    // Side effects run here, in arrival order; only waits run apart.
+                    let response = match dispatch(&broker, request) {
+                        Dispatched::Ready(outcome) => Slot::Ready(outcome),
+                        Dispatched::Later(future) => Slot::Running(tokio::spawn(future)),
+                    };
+                    if queue.send(Pending { response, permit }).await.is_err() {
                         break 'connection; // the writer stopped: the connection is closing
                     }
                 }
@@ -152,28 +178,59 @@ async fn serve_connection(
     let _ = writer_task.await;
 }
 
+/// Writes responses in request order. Responses that are already complete
+/// when one is written go out in the same vectored write, so a pipelining
+/// client costs one syscall per burst rather than one per request.
 async fn write_responses(
     mut writer: OwnedWriteHalf,
     mut responses: mpsc::Receiver<Pending>,
     peer: SocketAddr,
 ) {
-    while let Some(pending) = responses.recv().await {
-        let outcome = match pending.response.await {
-            Ok(outcome) => outcome,
-            Err(error) => Outcome::Close(format!("request task failed: {error}")),
+    let mut waiting: Option<Pending> = None;
+    loop {
+        let first = match waiting.take() {
+            Some(pending) => pending,
+            None => match responses.recv().await {
+                Some(pending) => pending,
+                None => break,
+            },
         };
-        match outcome {
-            Outcome::Respond(frame) => {
-                if let Err(error) = write_chunks(&mut writer, frame.chunks).await {
-                    tracing::debug!(%peer, %error, "write failed");
+        let mut chunks: Vec<Bytes> = Vec::new();
+        let mut permits = Vec::new();
+        let mut close = None;
+        let mut current = Some(first);
+        while let Some(pending) = current.take() {
+            let outcome = pending.response.outcome().await;
+            permits.push(pending.permit);
+            match outcome {
+                Outcome::Respond(frame) => chunks.extend(frame.chunks),
+                Outcome::Silent => {}
+                Outcome::Close(reason) => {
+                    close = Some(reason);
                     break;
                 }
             }
-            Outcome::Silent => {}
-            Outcome::Close(reason) => {
-                tracing::warn!(%peer, %reason, "closing connection");
+            if chunks.len() >= IO_SLICES_MAX {
                 break;
             }
+            if let Ok(next) = responses.try_recv() {
+                if next.response.is_finished() {
+                    current = Some(next);
+                } else {
+                    waiting = Some(next);
+                }
+            }
+        }
+        if !chunks.is_empty() {
+            if let Err(error) = write_chunks(&mut writer, chunks).await {
+                tracing::debug!(%peer, %error, "write failed");
+                break;
+            }
+        }
+        drop(permits);
+        if let Some(reason) = close {
+            tracing::warn!(%peer, %reason, "closing connection");
+            break;
         }
     }
     let _ = writer.shutdown().await;

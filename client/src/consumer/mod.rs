@@ -238,6 +238,13 @@ impl Consumer {
         self.partitions.get(tp).map_or(-1, |s| s.high_watermark)
     }
 
+    /// Fetch requests in flight right now. After a `poll` that returned
+    /// records this is normally one per leader: the next fetch is already
+    /// on its way while the application works.
+    pub fn fetches_in_flight(&self) -> usize {
+        self.brokers_fetching.values().sum()
+    }
+
     /// Moves `tp` to a new position, returning it.
     pub async fn seek(&mut self, tp: &TopicPartition, to: SeekTo) -> Result<i64> {
         if !self.partitions.contains_key(tp) {

@@ -255,6 +255,20 @@ impl BrokerConnection {
         request: RequestKind,
         expect_response: bool,
     ) -> Result<Option<Bytes>> {
+        let sent = self.write(key, version, &request, expect_response).await?;
+        self.wait(sent, self.config.request_timeout).await
+    }
+
+    /// Writes a request (size prefix, header, body) and returns what to
+    /// wait on for its response. Requests written one after the other from
+    /// one task reach the connection in that order.
+    async fn write(
+        &self,
+        key: ApiKey,
+        version: i16,
+        request: &RequestKind,
+        expect_response: bool,
+    ) -> Result<Sent> {
         let correlation_id = self.correlation_id.fetch_add(1, Ordering::Relaxed) & i32::MAX;
         let header = RequestHeader {
             api_key: key as i16,
@@ -262,38 +276,88 @@ impl BrokerConnection {
             correlation_id,
             client_id: Some(self.config.client_id.clone()),
         };
-        let frame = api::encode_request(&header, &request).map_err(Error::Encode)?;
+        let frame = api::encode_request(&header, request).map_err(Error::Encode)?;
         let timeout = self.config.request_timeout;
-        let timed_out = || Error::RequestTimeout {
-            address: self.address_text.clone(),
-            timeout,
+        let waiter = match &self.link {
+            Link::Tcp(link) => match link
+                .send(&frame.chunks, expect_response.then_some(correlation_id))
+                .await?
+            {
+                Some(receiver) => Waiter::Tcp(receiver),
+                None => Waiter::Nothing,
+            },
+            Link::Quic(link) => {
+                let written = tokio::time::timeout(timeout, link.write(&frame.chunks)).await;
+                let receive = written.map_err(|_| self.timed_out())??;
+                if expect_response {
+                    Waiter::Quic(receive)
+                } else {
+                    Waiter::Nothing
+                }
+            }
         };
-        match &self.link {
-            Link::Tcp(link) => {
-                let waiter = link
-                    .send(&frame.chunks, expect_response.then_some(correlation_id))
-                    .await?;
-                let Some(waiter) = waiter else {
-                    return Ok(None);
-                };
-                match tokio::time::timeout(timeout, waiter).await {
+        Ok(Sent {
+            correlation_id,
+            waiter,
+        })
+    }
+
+    /// Waits for the response of a written request, up to `timeout`.
+    async fn wait(&self, sent: Sent, timeout: Duration) -> Result<Option<Bytes>> {
+        match (sent.waiter, &self.link) {
+            (Waiter::Nothing, _) => Ok(None),
+            (Waiter::Tcp(receiver), Link::Tcp(link)) => {
+                match tokio::time::timeout(timeout, receiver).await {
                     Ok(Ok(response)) => response.map(Some),
                     Ok(Err(_)) => Err(Error::Disconnected {
                         address: self.address_text.clone(),
                         reason: "connection dropped".into(),
                     }),
                     Err(_) => {
-                        link.forget(correlation_id);
-                        Err(timed_out())
+                        link.forget(sent.correlation_id);
+                        Err(self.timed_out_after(timeout))
                     }
                 }
             }
-            Link::Quic(link) => {
-                tokio::time::timeout(timeout, link.round_trip(&frame.chunks, expect_response))
+            (Waiter::Quic(mut receive), Link::Quic(link)) => {
+                tokio::time::timeout(timeout, link.read_response(&mut receive))
                     .await
-                    .map_err(|_| timed_out())?
+                    .map_err(|_| self.timed_out_after(timeout))?
+                    .map(Some)
             }
+            _ => unreachable!("a waiter always matches the link that made it"),
         }
+    }
+
+    fn timed_out(&self) -> Error {
+        self.timed_out_after(self.config.request_timeout)
+    }
+
+    fn timed_out_after(&self, timeout: Duration) -> Error {
+        Error::RequestTimeout {
+            address: self.address_text.clone(),
+            timeout,
+        }
+    }
+
+    /// Writes `request` at the negotiated version now and returns a future
+    /// of its response. Calls made one after another from one task put
+    /// their requests on the connection in call order, which the producer
+    /// relies on to keep a partition's batches in order.
+    pub async fn send<R>(self: &Arc<Self>, request: R) -> Result<ResponseFuture<R::Response>>
+    where
+        R: Request + Into<RequestKind>,
+    {
+        let key = api::api_key(R::KEY).map_err(Error::Encode)?;
+        let version = self.version(key)?;
+        let sent = self.write(key, version, &request.into(), true).await?;
+        Ok(ResponseFuture {
+            connection: Arc::clone(self),
+            key,
+            version,
+            sent,
+            _response: std::marker::PhantomData,
+        })
     }
 
     /// ApiVersions per KIP-511: ask at our newest version; a broker that
@@ -342,6 +406,60 @@ impl BrokerConnection {
             }
         }
         Err(self.unsupported(ApiKey::ApiVersions))
+    }
+}
+
+/// What a written request waits on.
+enum Waiter {
+    Tcp(tokio::sync::oneshot::Receiver<Result<Bytes>>),
+    Quic(quinn::RecvStream),
+    Nothing,
+}
+
+struct Sent {
+    correlation_id: i32,
+    waiter: Waiter,
+}
+
+/// The response of a request already written by [`BrokerConnection::send`].
+pub struct ResponseFuture<T> {
+    connection: Arc<BrokerConnection>,
+    key: ApiKey,
+    version: i16,
+    sent: Sent,
+    _response: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T> std::fmt::Debug for ResponseFuture<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("connection", &self.connection)
+            .field("correlation_id", &self.sent.correlation_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: kafka_protocol::protocol::Decodable> ResponseFuture<T> {
+    /// Waits for the response, up to the connection's request timeout.
+    pub async fn response(self) -> Result<T> {
+        let timeout = self.connection.config.request_timeout;
+        self.response_within(timeout).await
+    }
+
+    /// Waits for the response, up to `timeout`.
+    pub async fn response_within(self, timeout: Duration) -> Result<T> {
+        let mut frame = self
+            .connection
+            .wait(self.sent, timeout)
+            .await?
+            .unwrap_or_default();
+        self.connection
+            .decode_response(self.key, self.version, &mut frame)
+    }
+
+    /// The connection the request went to.
+    pub fn connection(&self) -> &Arc<BrokerConnection> {
+        &self.connection
     }
 }
 

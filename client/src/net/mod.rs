@@ -7,5 +7,5 @@ mod quic;
 mod tcp;
 
 pub use address::{parse_bootstrap, BrokerAddress, Transport};
-pub use connection::{BrokerConnection, ConnectionConfig, Request};
+pub use connection::{BrokerConnection, ConnectionConfig, Request, ResponseFuture};
 pub use quic::{fingerprint_hex, sha256, QuicTrust, ALPN_KAFKA};

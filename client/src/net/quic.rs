@@ -185,8 +185,20 @@ pub(crate) fn client_config(trust: &QuicTrust) -> Result<quinn::ClientConfig> {
     let quic = QuicClientConfig::try_from(tls).map_err(|e| Error::Certificate {
         reason: format!("TLS setup for QUIC: {e}"),
     })?;
-    Ok(quinn::ClientConfig::new(Arc::new(quic)))
+    let mut config = quinn::ClientConfig::new(Arc::new(quic));
+    // A broker that dies sends no FIN over UDP: pings and a short idle
+    // timeout notice it within seconds instead of at the request timeout.
+    let mut transport = quinn::TransportConfig::default();
+    transport.keep_alive_interval(Some(QUIC_KEEP_ALIVE));
+    transport.max_idle_timeout(quinn::IdleTimeout::try_from(QUIC_IDLE_TIMEOUT).ok());
+    config.transport_config(Arc::new(transport));
+    Ok(config)
 }
+
+/// Ping interval on QUIC connections.
+const QUIC_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(1);
+/// A QUIC connection with no packet from the broker for this long is dead.
+const QUIC_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(4);
 
 /// A QUIC connection to one broker.
 pub(crate) struct QuicLink {
@@ -251,23 +263,21 @@ impl QuicLink {
         }
     }
 
-    /// Sends one request frame on a new stream; reads the response frame
-    /// (without its size prefix) when `expect_response`.
-    pub(crate) async fn round_trip(
-        &self,
-        chunks: &[Bytes],
-        expect_response: bool,
-    ) -> Result<Option<Bytes>> {
-        let (mut send, mut recv) = self.connection.open_bi().await.map_err(|e| self.lost(e))?;
+    /// Writes one request frame on a new stream and finishes the sending
+    /// side; the returned stream carries the response.
+    pub(crate) async fn write(&self, chunks: &[Bytes]) -> Result<quinn::RecvStream> {
+        let (mut send, recv) = self.connection.open_bi().await.map_err(|e| self.lost(e))?;
         for chunk in chunks {
             send.write_chunk(chunk.clone())
                 .await
                 .map_err(|e| self.lost(e))?;
         }
         send.finish().map_err(|e| self.lost(e))?;
-        if !expect_response {
-            return Ok(None);
-        }
+        Ok(recv)
+    }
+
+    /// Reads a response frame (without its size prefix) from a request's stream.
+    pub(crate) async fn read_response(&self, recv: &mut quinn::RecvStream) -> Result<Bytes> {
         let mut prefix = [0u8; 4];
         recv.read_exact(&mut prefix)
             .await
@@ -280,7 +290,22 @@ impl QuicLink {
             .unwrap_or(0);
         let mut body = vec![0u8; size];
         recv.read_exact(&mut body).await.map_err(|e| self.lost(e))?;
-        Ok(Some(Bytes::from(body)))
+        Ok(Bytes::from(body))
+    }
+
+    /// Sends one request frame on a new stream; reads the response frame
+    /// (without its size prefix) when `expect_response`.
+    #[cfg(test)]
+    pub(crate) async fn round_trip(
+        &self,
+        chunks: &[Bytes],
+        expect_response: bool,
+    ) -> Result<Option<Bytes>> {
+        let mut recv = self.write(chunks).await?;
+        if !expect_response {
+            return Ok(None);
+        }
+        self.read_response(&mut recv).await.map(Some)
     }
 }
 

@@ -9,7 +9,7 @@
 //! sequence when it is sealed; since a partition's batches are sealed in
 //! order and sent in order, the sequences the broker sees are contiguous.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -50,6 +50,9 @@ pub(crate) struct PartitionQueue {
     pub next_sequence: i32,
     /// Sequence of the last record the broker acknowledged, -1 if none yet.
     pub last_acked_sequence: i32,
+    /// Set by a failed batch, cleared by the next success: while set, one
+    /// batch at a time is in flight (see [`PartitionQueue::may_pipeline`]).
+    pub recovering: bool,
 }
 
 impl PartitionQueue {
@@ -58,6 +61,25 @@ impl PartitionQueue {
             last_acked_sequence: -1,
             ..Default::default()
         }
+    }
+
+    /// Whether another batch may be sent while `in_flight` are out.
+    ///
+    /// Pipelining relies on the broker refusing a batch that skips a
+    /// sequence. A broker does not do that for a producer it does not know
+    /// yet (it accepts any first sequence, as Kafka does after retention
+    /// removed a producer's state), nor can we rely on it right after a
+    /// failure (the broker may have restarted). So until the broker has
+    /// acknowledged a batch of the current producer id, and after any
+    /// failure until the next success, a partition has one batch in flight.
+    pub fn may_pipeline(&self, idempotent: bool, max_in_flight: usize) -> bool {
+        if self.in_flight == 0 {
+            return true;
+        }
+        if idempotent && (self.last_acked_sequence < 0 || self.recovering) {
+            return false;
+        }
+        self.in_flight < max_in_flight
     }
 
     /// Puts a batch back for a retry, keeping creation order.
@@ -85,8 +107,8 @@ pub(crate) struct Accumulator {
     compression: Compression,
     batch_size: usize,
     next_batch_id: u64,
-    /// Batches not yet completed (open, queued, or in flight).
-    pub incomplete_batches: usize,
+    /// Ids of batches not yet completed (open, queued, or in flight).
+    outstanding: BTreeSet<u64>,
 }
 
 /// Where a record went.
@@ -114,7 +136,7 @@ impl Accumulator {
             compression,
             batch_size,
             next_batch_id: 0,
-            incomplete_batches: 0,
+            outstanding: BTreeSet::new(),
         }
     }
 
@@ -205,13 +227,17 @@ impl Accumulator {
                 },
                 ..Default::default()
             };
+            let id = self.next_batch_id;
+            self.next_batch_id += 1;
+            self.outstanding.insert(id);
+            let queue = &mut self.topic_mut(topic, partitions).partitions[partition as usize];
             queue.open = Some(OpenBatch {
+                id,
                 builder: RecordBatchBuilder::with_capacity(config, batch_size),
                 outcome: Arc::new(BatchOutcome::default()),
                 created: now,
                 reserved_bytes: 0,
             });
-            self.incomplete_batches += 1;
             wake_sender = true;
         }
         let queue = &mut self.topic_mut(topic, partitions).partitions[partition as usize];
@@ -243,7 +269,6 @@ impl Accumulator {
     /// its records had reserved in that case.
     pub fn seal(&mut self, topic: &str, partition: i32) -> Option<usize> {
         let identity = self.identity;
-        let id = self.next_batch_id;
         let queues = self.topics.get_mut(topic)?;
         let queue = queues.partitions.get_mut(partition as usize)?;
         let open = queue.open.take()?;
@@ -257,11 +282,11 @@ impl Accumulator {
             Ok(bytes) => bytes,
             Err(error) => {
                 open.outcome.complete(Err(Error::Encode(error)));
-                self.incomplete_batches -= 1;
+                self.outstanding.remove(&open.id);
                 return Some(open.reserved_bytes);
             }
         };
-        self.next_batch_id += 1;
+        let id = open.id;
         let base_sequence = if identity.is_idempotent() {
             queue.next_sequence
         } else {
@@ -280,6 +305,7 @@ impl Accumulator {
             created: open.created,
             reserved_bytes: open.reserved_bytes,
             attempts: 0,
+            sent_behind_others: false,
             retry_at: None,
             last_error: None,
         };
@@ -292,6 +318,26 @@ impl Accumulator {
         }
         queue.ready.push_back(batch);
         None
+    }
+
+    /// Batches not yet completed (open, queued, or in flight).
+    pub fn incomplete_batches(&self) -> usize {
+        self.outstanding.len()
+    }
+
+    /// The id the next batch will get: batches created so far have smaller ids.
+    pub fn next_batch_id(&self) -> u64 {
+        self.next_batch_id
+    }
+
+    /// Whether every batch with an id below `id` has completed.
+    pub fn completed_before(&self, id: u64) -> bool {
+        self.outstanding.first().is_none_or(|first| *first >= id)
+    }
+
+    /// Marks a batch completed.
+    pub fn complete(&mut self, id: u64) {
+        self.outstanding.remove(&id);
     }
 
     /// After an epoch bump: every queued batch gets the new identity and
@@ -357,7 +403,7 @@ mod tests {
         );
         assert_eq!(total, 7);
         assert_eq!(queue.next_sequence, 7);
-        assert_eq!(acc.incomplete_batches, queue.ready.len());
+        assert_eq!(acc.incomplete_batches(), queue.ready.len());
     }
 
     /// Keyless records stick to one partition until its batch is sealed.
@@ -394,5 +440,26 @@ mod tests {
             assert_eq!(view.header().producer_epoch, 1);
         }
         assert_eq!(queue.next_sequence, 2);
+    }
+
+    /// Until the broker has acknowledged the producer on a partition, and
+    /// after a failure until the next success, a partition has one batch in flight.
+    #[test]
+    fn pipelining_waits_for_a_known_producer() {
+        let mut queue = PartitionQueue::new();
+        assert!(queue.may_pipeline(true, 5));
+        queue.in_flight = 1;
+        assert!(!queue.may_pipeline(true, 5), "no ack yet");
+        assert!(
+            queue.may_pipeline(false, 5),
+            "without idempotence only max_in_flight counts"
+        );
+        queue.last_acked_sequence = 9;
+        assert!(queue.may_pipeline(true, 5));
+        queue.recovering = true;
+        assert!(!queue.may_pipeline(true, 5), "recovering from a failure");
+        queue.recovering = false;
+        queue.in_flight = 5;
+        assert!(!queue.may_pipeline(true, 5));
     }
 }

@@ -154,6 +154,7 @@ impl Future for DeliveryFuture {
 
 /// A batch still accepting records.
 pub(crate) struct OpenBatch {
+    pub id: u64,
     pub builder: RecordBatchBuilder,
     pub outcome: Arc<BatchOutcome>,
     pub created: Instant,
@@ -175,6 +176,10 @@ pub(crate) struct ProducerBatch {
     pub created: Instant,
     pub reserved_bytes: usize,
     pub attempts: u32,
+    /// Whether an earlier batch of the partition was still unanswered when
+    /// this one was last sent: then an OUT_OF_ORDER_SEQUENCE_NUMBER answer
+    /// means the broker saw this one first, not that it lost our state.
+    pub sent_behind_others: bool,
     pub retry_at: Option<Instant>,
     pub last_error: Option<Error>,
 }

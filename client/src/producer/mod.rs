@@ -16,6 +16,15 @@
 //! (UNKNOWN_PRODUCER_ID), the producer waits for its in-flight requests,
 //! bumps its epoch with InitProducerId (KIP-360) and renumbers the queued
 //! batches from zero, as the Java client does.
+//!
+//! Pipelining (`max_in_flight` > 1) relies on the broker applying a
+//! connection's requests in order. Over TCP it does; over QUIC each request
+//! has its own stream and streams are served concurrently, so there a
+//! partition has one batch in flight at a time (other partitions share the
+//! connection). A partition also has one batch in flight until the broker
+//! has acknowledged the producer there, and after a failure until the next
+//! success, because a broker accepts any first sequence from a producer it
+//! does not know.
 
 mod accumulator;
 mod batch;
@@ -253,6 +262,9 @@ pub(crate) struct Shared {
     pub closing: AtomicBool,
     pub flushing: AtomicUsize,
     pub failed_records: AtomicU64,
+    /// Batches put back for another attempt, and epoch bumps (for tests and monitoring).
+    pub retried_batches: AtomicU64,
+    pub epoch_bumps: AtomicU64,
     pub first_failure: Mutex<Option<Error>>,
 }
 
@@ -302,6 +314,8 @@ impl Producer {
             closing: AtomicBool::new(false),
             flushing: AtomicUsize::new(0),
             failed_records: AtomicU64::new(0),
+            retried_batches: AtomicU64::new(0),
+            epoch_bumps: AtomicU64::new(0),
             first_failure: Mutex::new(None),
         });
         let sender = tokio::spawn(sender::run(Arc::clone(&shared)));
@@ -318,6 +332,17 @@ impl Producer {
             .lock()
             .map(|a| (a.identity.id, a.identity.epoch))
             .unwrap_or((-1, -1))
+    }
+
+    /// How many times a batch was put back to be sent again, since the start.
+    pub fn retried_batches(&self) -> u64 {
+        self.shared.retried_batches.load(Ordering::Relaxed)
+    }
+
+    /// How many times the producer renumbered its batches under a new
+    /// epoch or producer id, since the start.
+    pub fn epoch_bumps(&self) -> u64 {
+        self.shared.epoch_bumps.load(Ordering::Relaxed)
     }
 
     /// Queues a record and returns the future of its delivery. Waits while
@@ -408,22 +433,28 @@ impl Producer {
     }
 
     /// Sends everything queued now, without waiting for linger, and waits
-    /// until every record accepted so far is acknowledged or has failed.
+    /// until every record accepted before the call is acknowledged or has
+    /// failed (records sent meanwhile by other tasks are not waited for).
     /// Reports the records that failed since the previous flush.
     pub async fn flush(&self) -> Result<()> {
         let shared = &self.shared;
+        let target = shared
+            .accumulator
+            .lock()
+            .map(|a| a.next_batch_id())
+            .unwrap_or(0);
         shared.flushing.fetch_add(1, Ordering::AcqRel);
         shared.wake.notify_one();
         loop {
             let notified = shared.done.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let incomplete = shared
+            let done = shared
                 .accumulator
                 .lock()
-                .map(|a| a.incomplete_batches)
-                .unwrap_or(0);
-            if incomplete == 0 {
+                .map(|a| a.completed_before(target))
+                .unwrap_or(true);
+            if done {
                 break;
             }
             notified.await;

@@ -17,9 +17,10 @@ use skiff_protocol::ErrorCode;
 use tokio::sync::mpsc;
 
 use super::accumulator::{Accumulator, PartitionQueue};
-use super::batch::{add_sequence, BatchAck, ProducerBatch};
+use super::batch::{BatchAck, ProducerBatch};
 use super::{init_producer_id, Acks, Shared};
 use crate::error::{Error, Result};
+use crate::net::{BrokerConnection, ResponseFuture, Transport};
 
 /// A finished Produce request: its batches back, and the outcome.
 struct Completion {
@@ -72,17 +73,35 @@ pub(super) async fn run(shared: Arc<Shared>) {
         for (broker, batches) in drained.requests {
             *state.in_flight_by_broker.entry(broker).or_default() += 1;
             state.in_flight_total += 1;
-            tokio::spawn(send_request(
-                Arc::clone(&shared),
-                broker,
-                batches,
-                done_tx.clone(),
-            ));
+            let request = produce_request(&shared.config, &batches);
+            // Written here, in drain order, so a partition's batches reach
+            // the connection in sequence order; only the wait is spawned.
+            match shared.client.connected(broker) {
+                Some(connection) => {
+                    let written = write_request(&shared, &connection, request).await;
+                    tokio::spawn(await_response(
+                        shared.config.request_timeout,
+                        broker,
+                        batches,
+                        written,
+                        done_tx.clone(),
+                    ));
+                }
+                None => {
+                    tokio::spawn(connect_and_send(
+                        Arc::clone(&shared),
+                        broker,
+                        batches,
+                        request,
+                        done_tx.clone(),
+                    ));
+                }
+            }
         }
         let idle = shared
             .accumulator
             .lock()
-            .map(|a| a.incomplete_batches == 0)
+            .map(|a| a.incomplete_batches() == 0)
             .unwrap_or(true);
         if shared.closing.load(Ordering::Acquire) && idle && state.in_flight_total == 0 {
             return;
@@ -162,15 +181,21 @@ fn drain(shared: &Shared, state: &mut SenderState, now: Instant) -> Drained {
                 earliest(&mut drained.wake_at, at);
                 continue;
             }
-            // A retried batch goes alone: the batches after it wait for its
-            // answer so that the broker sees sequences in order again.
-            if idempotent && head.attempts > 0 && queue.in_flight > 0 {
-                continue;
-            }
             let Some(leader) = client.cached_leader(&queues.name, partition) else {
                 drained.need_metadata = true;
                 continue;
             };
+            // QUIC gives each request its own stream and the broker serves
+            // streams concurrently, so two batches of a partition could be
+            // applied in either order: there a partition has one batch in
+            // flight (other partitions still share the connection).
+            let per_partition_max = match client.broker_address(leader).map(|a| a.transport) {
+                Some(Transport::Quic) => 1,
+                _ => config.max_in_flight,
+            };
+            if !queue.may_pipeline(idempotent, per_partition_max) {
+                continue;
+            }
             let broker_in_flight = state.in_flight_by_broker.get(&leader).copied().unwrap_or(0);
             if broker_in_flight >= config.max_in_flight {
                 continue;
@@ -180,7 +205,8 @@ fn drain(shared: &Shared, state: &mut SenderState, now: Instant) -> Drained {
                 refused += 1;
                 continue;
             }
-            if let Some(batch) = queue.ready.pop_front() {
+            if let Some(mut batch) = queue.ready.pop_front() {
+                batch.sent_behind_others = queue.in_flight > 0;
                 entry.1 += batch.bytes.len();
                 entry.0.push(batch);
                 queue.in_flight += 1;
@@ -248,20 +274,14 @@ fn finish(shared: &Shared, acc: &mut Accumulator, batch: ProducerBatch, result: 
         note_failure(shared, Some(error), batch.records);
     }
     batch.outcome.complete(result);
-    acc.incomplete_batches = acc.incomplete_batches.saturating_sub(1);
+    acc.complete(batch.id);
     shared.buffer.add_permits(batch.reserved_bytes);
     shared.done.notify_waiters();
 }
 
-async fn send_request(
-    shared: Arc<Shared>,
-    broker: i32,
-    batches: Vec<ProducerBatch>,
-    done: mpsc::UnboundedSender<Completion>,
-) {
-    let config = &shared.config;
+fn produce_request(config: &super::ProducerConfig, batches: &[ProducerBatch]) -> ProduceRequest {
     let mut topics: Vec<TopicProduceData> = Vec::new();
-    for batch in &batches {
+    for batch in batches {
         let data = PartitionProduceData::default()
             .with_index(batch.partition)
             .with_records(Some(batch.bytes.clone()));
@@ -277,32 +297,76 @@ async fn send_request(
             ),
         }
     }
-    let request = ProduceRequest::default()
+    ProduceRequest::default()
         .with_transactional_id(None)
         .with_acks(config.acks.wire_value())
         .with_timeout_ms(i32::try_from(config.request_timeout.as_millis()).unwrap_or(i32::MAX))
-        .with_topic_data(topics);
-    let result = async {
-        let connection = shared.client.broker_connection(broker).await?;
-        let outcome = if config.acks == Acks::None {
-            connection.send_only(request).await.map(|_| None)
-        } else {
-            connection.request(request).await.map(Some)
-        };
-        if let Err(error) = &outcome {
-            if matches!(error, Error::RequestTimeout { .. }) {
+        .with_topic_data(topics)
+}
+
+/// A written Produce request: its response to wait for, or none (acks=0).
+type Written = Result<Option<ResponseFuture<ProduceResponse>>>;
+
+async fn write_request(
+    shared: &Shared,
+    connection: &Arc<BrokerConnection>,
+    request: ProduceRequest,
+) -> Written {
+    if shared.config.acks == Acks::None {
+        connection.send_only(request).await.map(|_| None)
+    } else {
+        connection.send(request).await.map(Some)
+    }
+}
+
+async fn await_response(
+    timeout: Duration,
+    broker: i32,
+    batches: Vec<ProducerBatch>,
+    written: Written,
+    done: mpsc::UnboundedSender<Completion>,
+) {
+    let result = match written {
+        Ok(Some(pending)) => {
+            let connection = Arc::clone(pending.connection());
+            let outcome = pending.response_within(timeout).await;
+            if let Err(Error::RequestTimeout { .. }) = &outcome {
                 // A late answer must not be mistaken for a newer request's.
                 connection.close("request timed out");
             }
+            outcome.map(Some)
         }
-        outcome
-    }
-    .await;
+        Ok(None) => Ok(None),
+        Err(error) => Err(error),
+    };
     let _ = done.send(Completion {
         broker,
         batches,
         result,
     });
+}
+
+/// Connects (waiting out the reconnect backoff) and sends; used when the
+/// broker has no open connection, so no earlier request can be overtaken.
+async fn connect_and_send(
+    shared: Arc<Shared>,
+    broker: i32,
+    batches: Vec<ProducerBatch>,
+    request: ProduceRequest,
+    done: mpsc::UnboundedSender<Completion>,
+) {
+    let written = match shared.client.broker_connection(broker).await {
+        Ok(connection) => write_request(&shared, &connection, request).await,
+        Err(error) => Err(error),
+    };
+    await_response(
+        shared.config.request_timeout,
+        broker,
+        batches,
+        written,
+        done,
+    )
+    .await;
 }
 
 /// A partition's answer: code, base offset, log append time, message.
@@ -405,21 +469,23 @@ fn settle_batch(
             {
                 queue.last_acked_sequence = batch.last_sequence();
             }
+            queue.recovering = false;
             finish(shared, acc, batch, Ok(ack));
             return;
         }
         Err(error) => error,
     };
+    queue.recovering = true;
     let mut retriable = error.is_retriable();
     if idempotent {
         if let Some(code @ (ErrorCode::OutOfOrderSequenceNumber | ErrorCode::UnknownProducerId)) =
             error.code()
         {
-            let expected = add_sequence(queue.last_acked_sequence, 1);
-            // Not the next batch the broker expects: an earlier batch is
-            // being retried and will fill the gap. Otherwise the broker lost
-            // our state: renumber under a new epoch.
-            if batch.base_sequence == expected || code == ErrorCode::UnknownProducerId {
+            // Sent while an earlier batch was out: the broker handled this
+            // one first, and it will succeed once the earlier one has.
+            // Otherwise the broker lost or never had our state: renumber
+            // under a new epoch (or id).
+            if code == ErrorCode::UnknownProducerId || !batch.sent_behind_others {
                 state.bump_pending = true;
             }
             retriable = true;
@@ -435,6 +501,7 @@ fn settle_batch(
         batch.retry_at = Some(Instant::now() + backoff);
         tracing::debug!(topic = %batch.topic, partition = batch.partition, attempt = batch.attempts, %error, "retrying batch");
         batch.last_error = Some(error);
+        shared.retried_batches.fetch_add(1, Ordering::Relaxed);
         queue.requeue(batch);
         return;
     }
@@ -464,6 +531,7 @@ async fn bump_epoch(shared: &Shared, state: &mut SenderState) {
             if let Ok(mut acc) = shared.accumulator.lock() {
                 acc.resequence(identity);
             }
+            shared.epoch_bumps.fetch_add(1, Ordering::Relaxed);
             state.bump_pending = false;
             state.bump_retry_at = None;
         }
@@ -476,6 +544,7 @@ async fn bump_epoch(shared: &Shared, state: &mut SenderState) {
                     if let Ok(mut acc) = shared.accumulator.lock() {
                         acc.resequence(identity);
                     }
+                    shared.epoch_bumps.fetch_add(1, Ordering::Relaxed);
                     state.bump_pending = false;
                     state.bump_retry_at = None;
                 }

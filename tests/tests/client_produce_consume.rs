@@ -1,0 +1,413 @@
+//! Producer and consumer against a real skiffd, over TCP and over QUIC.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use anyhow::{ensure, Context};
+use skiff_client::{
+    Acks, Compression, Consumer, ConsumerConfig, Error, OffsetReset, Producer, ProducerConfig,
+    ProducerRecord, SeekTo, TopicPartition,
+};
+use skiff_protocol::partition::partition_for_key;
+use skiff_tests::{consume_all, create_topic, skiffd_bin, topic_name, Broker, TRANSPORTS};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn quick_producer(acks: Acks) -> ProducerConfig {
+    ProducerConfig {
+        acks,
+        linger: Duration::from_millis(2),
+        request_timeout: Duration::from_secs(10),
+        delivery_timeout: Duration::from_secs(30),
+        ..ProducerConfig::default()
+    }
+}
+
+/// Keyed records land on murmur2(key) % partitions, as the Java client
+/// would put them, and are read back from that partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyed_records_land_on_the_murmur2_partition() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let broker = Broker::start(skiffd_bin!(), dir.path())?;
+    for transport in TRANSPORTS {
+        let client = broker.client(transport).await?;
+        let topic = topic_name("keyed", transport);
+        create_topic(&client, &topic, 6).await?;
+        let producer = Producer::new(client.clone(), quick_producer(Acks::All)).await?;
+        let mut futures = Vec::new();
+        for i in 0..300 {
+            let key = format!("key-{i}");
+            let value = format!("value-{i}");
+            futures.push((
+                key.clone(),
+                producer
+                    .send(ProducerRecord::new(&topic, value.as_bytes()).key(key.as_bytes()))
+                    .await?,
+            ));
+        }
+        producer.flush().await?;
+        for (key, future) in futures {
+            let metadata = future.await?;
+            ensure!(
+                metadata.partition == partition_for_key(key.as_bytes(), 6),
+                "{key} went to {}",
+                metadata.partition
+            );
+            ensure!(metadata.offset >= 0);
+        }
+        let records = consume_all(&client, &topic, 300, WAIT).await?;
+        ensure!(
+            records.len() == 300,
+            "read {} of 300 over {transport:?}",
+            records.len()
+        );
+        for record in &records {
+            let key = record.key.as_deref().context("record without key")?;
+            ensure!(record.partition == partition_for_key(key, 6));
+        }
+        producer.close().await?;
+    }
+    Ok(())
+}
+
+/// Keyless records stick to one partition per batch and, over many
+/// batches, reach every partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyless_records_spread_over_all_partitions_in_sticky_batches() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let broker = Broker::start(skiffd_bin!(), dir.path())?;
+    for transport in TRANSPORTS {
+        let client = broker.client(transport).await?;
+        let topic = topic_name("keyless", transport);
+        create_topic(&client, &topic, 4).await?;
+        let config = ProducerConfig {
+            batch_size: 1024,
+            ..quick_producer(Acks::All)
+        };
+        let producer = Producer::new(client.clone(), config).await?;
+        let value = [b'x'; 100];
+        let mut partitions = Vec::new();
+        for _ in 0..800 {
+            let future = producer.send(ProducerRecord::new(&topic, &value)).await?;
+            partitions.push(future.partition());
+        }
+        producer.close().await?;
+        let used: BTreeSet<i32> = partitions.iter().copied().collect();
+        ensure!(used.len() == 4, "keyless records used partitions {used:?}");
+        // About 9 records fit a 1 KiB batch; switching per record would
+        // give ~600 switches for 800 records.
+        let switches = partitions.windows(2).filter(|w| w[0] != w[1]).count();
+        ensure!(
+            switches <= 800 / 5,
+            "{switches} partition switches: not sticky"
+        );
+        let records = consume_all(&client, &topic, 800, WAIT).await?;
+        ensure!(records.len() == 800, "read {} of 800", records.len());
+    }
+    Ok(())
+}
+
+/// acks=0, 1 and all all deliver; only acks=0 leaves offsets unknown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acks_level_delivers() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let broker = Broker::start(skiffd_bin!(), dir.path())?;
+    for transport in TRANSPORTS {
+        let client = broker.client(transport).await?;
+        for (acks, label) in [
+            (Acks::None, "acks0"),
+            (Acks::Leader, "acks1"),
+            (Acks::All, "acksall"),
+        ] {
+            let topic = topic_name(label, transport);
+            create_topic(&client, &topic, 1).await?;
+            let producer = Producer::new(client.clone(), quick_producer(acks)).await?;
+            let mut futures = Vec::new();
+            for i in 0..50 {
+                let value = format!("{i}");
+                futures.push(
+                    producer
+                        .send(ProducerRecord::new(&topic, value.as_bytes()))
+                        .await?,
+                );
+            }
+            producer.flush().await?;
+            for (i, future) in futures.into_iter().enumerate() {
+                let metadata = future.await?;
+                match acks {
+                    Acks::None => ensure!(metadata.offset == -1),
+                    _ => ensure!(
+                        metadata.offset == i as i64,
+                        "{label}: record {i} at {}",
+                        metadata.offset
+                    ),
+                }
+            }
+            let records = consume_all(&client, &topic, 50, WAIT).await?;
+            let values: Vec<String> = records
+                .iter()
+                .map(|r| {
+                    String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned()
+                })
+                .collect();
+            let expected: Vec<String> = (0..50).map(|i| i.to_string()).collect();
+            ensure!(values == expected, "{label} over {transport:?}: {values:?}");
+            producer.close().await?;
+        }
+    }
+    Ok(())
+}
+
+/// Every compression codec round-trips records, headers included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_codec_round_trips() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let broker = Broker::start(skiffd_bin!(), dir.path())?;
+    for transport in TRANSPORTS {
+        let client = broker.client(transport).await?;
+        for codec in Compression::ALL {
+            let topic = topic_name(&format!("codec-{}", codec.name()), transport);
+            create_topic(&client, &topic, 2).await?;
+            let producer = Producer::new(
+                client.clone(),
+                ProducerConfig {
+                    compression: codec,
+                    ..quick_producer(Acks::All)
+                },
+            )
+            .await?;
+            for i in 0..200 {
+                let key = format!("k{i}");
+                let value = format!("{i}-{}", "compressible ".repeat(i % 7));
+                let headers: [(&[u8], Option<&[u8]>); 1] =
+                    [(b"codec", Some(codec.name().as_bytes()))];
+                drop(
+                    producer
+                        .send(
+                            ProducerRecord::new(&topic, value.as_bytes())
+                                .key(key.as_bytes())
+                                .headers(&headers),
+                        )
+                        .await?,
+                );
+            }
+            producer.close().await?;
+            let records = consume_all(&client, &topic, 200, WAIT).await?;
+            ensure!(
+                records.len() == 200,
+                "{} over {transport:?}: read {}",
+                codec.name(),
+                records.len()
+            );
+            for record in records {
+                let key =
+                    String::from_utf8_lossy(record.key.as_deref().unwrap_or_default()).into_owned();
+                let i: usize = key[1..].parse()?;
+                let expected = format!("{i}-{}", "compressible ".repeat(i % 7));
+                ensure!(record.value.as_deref() == Some(expected.as_bytes()));
+                let headers: Vec<_> = record.headers.clone().collect::<Result<_, _>>()?;
+                ensure!(
+                    headers.len() == 1
+                        && headers[0].value.as_deref() == Some(codec.name().as_bytes())
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Seeking by timestamp finds the first record at or after it; past the
+/// last record it lands at the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seek_by_timestamp() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let broker = Broker::start(skiffd_bin!(), dir.path())?;
+    for transport in TRANSPORTS {
+        let client = broker.client(transport).await?;
+        let topic = topic_name("timestamps", transport);
+        create_topic(&client, &topic, 1).await?;
+        let producer = Producer::new(
+            client.clone(),
+            ProducerConfig {
+                batch_size: 200,
+                ..quick_producer(Acks::All)
+            },
+        )
+        .await?;
+        let base = 1_700_000_000_000i64;
+        for i in 0..100i64 {
+            let value = i.to_string();
+            drop(
+                producer
+                    .send(ProducerRecord::new(&topic, value.as_bytes()).timestamp(base + 10 * i))
+                    .await?,
+            );
+        }
+        producer.close().await?;
+        let tp = TopicPartition::new(&topic, 0);
+        let mut consumer = Consumer::new(client.clone(), ConsumerConfig::default());
+        consumer.assign([tp.clone()]);
+        for (timestamp, expected) in [
+            (base, 0),
+            (base + 455, 46),
+            (base + 500, 50),
+            (base - 1, 0),
+            (base + 10_000, 100),
+        ] {
+            let position = consumer.seek(&tp, SeekTo::Timestamp(timestamp)).await?;
+            ensure!(
+                position == expected,
+                "timestamp {timestamp}: position {position}, expected {expected}"
+            );
+        }
+        consumer.seek(&tp, SeekTo::Timestamp(base + 455)).await?;
+        let records = consumer.poll(WAIT).await?;
+        let first = records.first().context("no records after seek")?;
+        ensure!(first.offset == 46 && first.timestamp == base + 460);
+        // Pipelining: the next fetch left before poll handed these records over.
+        ensure!(
+            consumer.fetches_in_flight() == 1,
+            "{} fetches in flight",
+            consumer.fetches_in_flight()
+        );
+    }
+    Ok(())
+}
+
+/// A position past the log end is reset per policy: earliest re-reads
+/// from the start, none reports OffsetOutOfRange.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offset_out_of_range_follows_the_reset_policy() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let broker = Broker::start(skiffd_bin!(), dir.path())?;
+    for transport in TRANSPORTS {
+        let client = broker.client(transport).await?;
+        let topic = topic_name("out-of-range", transport);
+        create_topic(&client, &topic, 1).await?;
+        let producer = Producer::new(client.clone(), quick_producer(Acks::All)).await?;
+        for i in 0..10 {
+            drop(
+                producer
+                    .send(ProducerRecord::new(&topic, format!("{i}").as_bytes()))
+                    .await?,
+            );
+        }
+        producer.close().await?;
+        let tp = TopicPartition::new(&topic, 0);
+        let mut earliest = Consumer::new(
+            client.clone(),
+            ConsumerConfig {
+                auto_offset_reset: OffsetReset::Earliest,
+                ..Default::default()
+            },
+        );
+        earliest.assign([tp.clone()]);
+        earliest.seek(&tp, SeekTo::Offset(1000)).await?;
+        let mut records = Vec::new();
+        let deadline = std::time::Instant::now() + WAIT;
+        while records.len() < 10 && std::time::Instant::now() < deadline {
+            records.extend(earliest.poll(Duration::from_millis(300)).await?);
+        }
+        ensure!(
+            records.first().map(|r| r.offset) == Some(0),
+            "reset to earliest should restart at 0"
+        );
+        let mut strict = Consumer::new(
+            client.clone(),
+            ConsumerConfig {
+                auto_offset_reset: OffsetReset::None,
+                ..Default::default()
+            },
+        );
+        strict.assign([tp.clone()]);
+        strict.seek(&tp, SeekTo::Offset(1000)).await?;
+        let mut outcome = Ok(Vec::new());
+        for _ in 0..20 {
+            outcome = strict.poll(Duration::from_millis(300)).await;
+            if outcome.is_err() {
+                break;
+            }
+        }
+        ensure!(
+            matches!(outcome, Err(Error::OffsetOutOfRange { offset: 1000, .. })),
+            "expected OffsetOutOfRange, got {outcome:?}"
+        );
+    }
+    Ok(())
+}
+
+/// Explicit partitions are honoured, and one outside the topic is refused
+/// before anything is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explicit_partitions() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let broker = Broker::start(skiffd_bin!(), dir.path())?;
+    for transport in TRANSPORTS {
+        let client = broker.client(transport).await?;
+        let topic = topic_name("explicit", transport);
+        create_topic(&client, &topic, 3).await?;
+        let producer = Producer::new(client.clone(), quick_producer(Acks::All)).await?;
+        let mut counts = BTreeMap::new();
+        for i in 0..30 {
+            let future = producer
+                .send(ProducerRecord::new(&topic, b"v").partition(i % 3))
+                .await?;
+            *counts.entry(future.await?.partition).or_insert(0) += 1;
+        }
+        ensure!(counts == BTreeMap::from([(0, 10), (1, 10), (2, 10)]));
+        let refused = producer
+            .send(ProducerRecord::new(&topic, b"v").partition(3))
+            .await;
+        ensure!(matches!(
+            refused,
+            Err(Error::UnknownPartition {
+                partition: 3,
+                partitions: 3,
+                ..
+            })
+        ));
+        producer.close().await?;
+    }
+    Ok(())
+}
+
+/// flush waits for the records accepted before it, not for records other
+/// tasks keep sending meanwhile (it would never return otherwise).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flush_is_not_starved_by_concurrent_sends() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let broker = Broker::start(skiffd_bin!(), dir.path())?;
+    let client = broker.client(skiff_client::Transport::Tcp).await?;
+    create_topic(&client, "flush", 2).await?;
+    let producer = std::sync::Arc::new(Producer::new(client, quick_producer(Acks::All)).await?);
+    let before = producer
+        .send(ProducerRecord::new("flush", b"before"))
+        .await?;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let background = {
+        let producer = std::sync::Arc::clone(&producer);
+        let stop = std::sync::Arc::clone(&stop);
+        tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                drop(
+                    producer
+                        .send(ProducerRecord::new("flush", b"during"))
+                        .await?,
+                );
+                tokio::task::yield_now().await;
+            }
+            Ok::<_, Error>(())
+        })
+    };
+    tokio::time::timeout(Duration::from_secs(30), producer.flush())
+        .await
+        .context("flush never returned")??;
+    ensure!(
+        before.await?.offset >= 0,
+        "a record sent before flush was not acknowledged by it"
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    background.await??;
+    producer.flush().await?;
+    Ok(())
+}

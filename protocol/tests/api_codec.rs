@@ -376,3 +376,17 @@ fn api_versions_fallback_is_a_valid_v0_response() {
     assert_eq!(ranges, vec![(0, 3, 11), (18, 0, 4)]);
     assert!(body.is_empty());
 }
+
+/// Regression: the first input the `frame_header` fuzz target found against
+/// the unpatched kafka-protocol 0.18 (10 bytes; crash-2f5807eb…): a Produce v3
+/// *response* whose topic count is 0x7cd6f907 made the decoder request a
+/// 201 GB allocation. Our client decodes responses from brokers it does not
+/// control, so this must be an error too.
+#[test]
+fn fuzz_regression_produce_response_with_huge_count() {
+    let mut body = Bytes::from_static(&[0x7c, 0xd6, 0xf9, 0x07]);
+    assert!(matches!(
+        api::decode_response_body(ApiKey::Produce, 3, &mut body),
+        Err(DecodeError::Malformed { .. })
+    ));
+}

@@ -465,3 +465,34 @@ fn log_append_time_applies_to_every_record() {
         .collect();
     assert_eq!(times, vec![10, 12]);
 }
+
+/// A compressed batch whose records inflate past the caller's limit is
+/// DecompressedTooLarge; the same batch reads fine under a larger limit.
+#[test]
+fn decompression_limit_is_enforced_per_call() {
+    let records: Vec<TestRecord> = (0..100)
+        .map(|i| TestRecord {
+            timestamp: i,
+            key: None,
+            value: Some(vec![0u8; 1000]),
+            headers: vec![],
+        })
+        .collect();
+    for codec in Compression::ALL.into_iter().skip(1) {
+        let config = RecordBatchBuilderConfig {
+            compression: codec,
+            ..Default::default()
+        };
+        let view = RecordBatchView::new(build(config, &records)).unwrap();
+        assert_eq!(
+            view.records_with_limit(50_000).err(),
+            Some(DecodeError::DecompressedTooLarge { max: 50_000 }),
+            "{codec:?}"
+        );
+        assert_eq!(
+            view.records_with_limit(200_000).unwrap().count(),
+            100,
+            "{codec:?}"
+        );
+    }
+}

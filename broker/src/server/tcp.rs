@@ -13,11 +13,12 @@
 //! before its bytes are buffered (oversized → log line naming the peer and
 //! size, connection closed); request bytes and request count in flight are
 //! bounded (the reader stops reading until responses drain); a connection
-//! with no request in flight and nothing received for `idle_timeout_ms` is
-//! closed.
+//! with no request in flight and nothing read or written for
+//! `idle_timeout_ms` is closed.
 
 use std::io::IoSlice;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +29,7 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use super::dispatch::{dispatch, Dispatched, Outcome};
 use crate::broker::Broker;
@@ -121,7 +123,19 @@ async fn serve_connection(
     let inflight_bytes_max = config.connection_inflight_bytes_max;
     let inflight = Arc::new(Semaphore::new(inflight_bytes_max));
     let (queue, responses) = mpsc::channel::<Pending>(config.connection_inflight_requests_max);
-    let writer_task = tokio::spawn(write_responses(writer, responses, peer));
+    // Idle means: nothing read and nothing written for `idle_timeout_ms`.
+    let epoch = Instant::now();
+    let mut last_read = epoch;
+    let last_write_ms = Arc::new(AtomicU64::new(0));
+    let writer_task = tokio::spawn(write_responses(
+        writer,
+        responses,
+        peer,
+        WriteClock {
+            epoch,
+            last_write_ms: Arc::clone(&last_write_ms),
+        },
+    ));
     let idle_timeout = Duration::from_millis(config.idle_timeout_ms.max(1));
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
     'connection: loop {
@@ -153,20 +167,26 @@ async fn serve_connection(
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(READ_CHUNK_BYTES);
         }
+        let last_write = epoch + Duration::from_millis(last_write_ms.load(Ordering::Relaxed));
+        let idle_deadline = last_read.max(last_write) + idle_timeout;
         tokio::select! {
-            read = tokio::time::timeout(idle_timeout, reader.read_buf(&mut buf)) => match read {
-                Ok(Ok(0)) => break,
-                Ok(Ok(_)) => {}
-                Ok(Err(error)) => {
+            read = reader.read_buf(&mut buf) => match read {
+                Ok(0) => break,
+                Ok(_) => last_read = Instant::now(),
+                Err(error) => {
                     tracing::debug!(%peer, %error, "read failed");
                     break;
                 }
-                Err(_) => {
-                    let busy = inflight.available_permits() < inflight_bytes_max;
-                    if !busy {
-                        tracing::debug!(%peer, "closing idle connection");
-                        break;
-                    }
+            },
+            _ = tokio::time::sleep_until(idle_deadline) => {
+                let last_write = epoch + Duration::from_millis(last_write_ms.load(Ordering::Relaxed));
+                let busy = inflight.available_permits() < inflight_bytes_max;
+                if busy {
+                    // A long poll in flight is activity too.
+                    last_read = Instant::now();
+                } else if last_write + idle_timeout <= Instant::now() {
+                    tracing::debug!(%peer, "closing idle connection");
+                    break;
                 }
             },
             _ = queue.closed() => break,
@@ -181,10 +201,17 @@ async fn serve_connection(
 /// Writes responses in request order. Responses that are already complete
 /// when one is written go out in the same vectored write, so a pipelining
 /// client costs one syscall per burst rather than one per request.
+/// Where the writer records when it last wrote, for the idle timeout.
+struct WriteClock {
+    epoch: Instant,
+    last_write_ms: Arc<AtomicU64>,
+}
+
 async fn write_responses(
     mut writer: OwnedWriteHalf,
     mut responses: mpsc::Receiver<Pending>,
     peer: SocketAddr,
+    clock: WriteClock,
 ) {
     let mut waiting: Option<Pending> = None;
     loop {
@@ -226,6 +253,8 @@ async fn write_responses(
                 tracing::debug!(%peer, %error, "write failed");
                 break;
             }
+            let since_epoch_ms = clock.epoch.elapsed().as_millis().min(u128::from(u64::MAX)) as u64;
+            clock.last_write_ms.store(since_epoch_ms, Ordering::Relaxed);
         }
         drop(permits);
         if let Some(reason) = close {

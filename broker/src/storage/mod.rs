@@ -168,6 +168,8 @@ pub fn system_clock() -> Clock {
 }
 
 #[cfg(test)]
+mod compaction_tests;
+#[cfg(test)]
 mod log_tests;
 #[cfg(test)]
 mod recovery_tests;

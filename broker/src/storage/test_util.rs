@@ -29,7 +29,6 @@ pub fn batch(records: usize, value_bytes: usize, timestamp_ms: i64, seed: u8) ->
         .unwrap_or_else(|e| panic!("building a test batch: {e}"))
 }
 
-#[allow(dead_code)] // used by the compaction tests
 /// A batch of keyed records `(key, value)`; `None` values are tombstones.
 pub fn keyed_batch(records: &[(&str, Option<&str>)], timestamp_ms: i64) -> Bytes {
     let mut builder = RecordBatchBuilder::new(RecordBatchBuilderConfig::default());

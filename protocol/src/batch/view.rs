@@ -207,10 +207,18 @@ impl RecordBatchView {
     /// Iterates the records, decompressing the block first if needed (one
     /// allocation per batch; none per record).
     pub fn records(&self) -> Result<RecordIter> {
+        self.records_with_limit(DECOMPRESSED_BYTES_MAX)
+    }
+
+    /// Like [`records`](Self::records), but refuses to inflate a compressed
+    /// block beyond `decompressed_bytes_max` (a broker passes its
+    /// `max.message.bytes`-derived limit so one small hostile batch cannot
+    /// claim hundreds of megabytes).
+    pub fn records_with_limit(&self, decompressed_bytes_max: usize) -> Result<RecordIter> {
         let raw = self.raw_records();
         let block = match self.compression()? {
             Compression::None => raw,
-            codec => compression::decompress(codec, &raw, DECOMPRESSED_BYTES_MAX)?,
+            codec => compression::decompress(codec, &raw, decompressed_bytes_max)?,
         };
         Ok(RecordIter::new(
             block,

@@ -580,6 +580,39 @@ fn settings_json(args: &WorkloadArgs, topics: &[String], rate: Option<f64>) -> s
 mod tests {
     use super::*;
 
+    fn checked(kind: WorkloadKind, sent: u64, acked: u64, consumed: u64) -> Vec<String> {
+        let mut tally = Tally {
+            counts: Counts {
+                sent,
+                acked,
+                consumed,
+                errors: 0,
+            },
+            ..Tally::default()
+        };
+        tally.check_counts(kind);
+        tally.errors
+    }
+
+    /// A run whose counts disagree is flagged, whichever count is short.
+    #[test]
+    fn count_mismatches_void_the_run() {
+        assert!(checked(WorkloadKind::E2e, 5, 5, 5).is_empty());
+        assert_eq!(
+            checked(WorkloadKind::Produce, 5, 4, 0).len(),
+            1,
+            "a lost ack"
+        );
+        assert_eq!(
+            checked(WorkloadKind::Consume, 5, 5, 4).len(),
+            1,
+            "a lost record"
+        );
+        assert_eq!(checked(WorkloadKind::E2e, 5, 5, 6).len(), 1, "a duplicate");
+        // A produce run consumes nothing, and that is no error.
+        assert!(checked(WorkloadKind::Produce, 5, 5, 0).is_empty());
+    }
+
     /// QUIC bootstraps gain the scheme only where it is missing.
     #[test]
     fn quic_bootstrap_scheme() {

@@ -10,6 +10,8 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
+use std::sync::atomic::Ordering::Relaxed;
+
 use anyhow::{bail, Context, Result};
 
 pub const BYTES_IN: &str = "skiff_partition_bytes_in_total";
@@ -75,6 +77,50 @@ pub fn sum_for_topics(text: &str, name: &str, topics: &[String]) -> u64 {
         }
     }
     total
+}
+
+/// Broker batch bytes and client payload bytes at one moment.
+pub struct WireSample {
+    batch_in: u64,
+    batch_out: u64,
+    payload_in: u64,
+    payload_out: u64,
+}
+
+impl WireSample {
+    fn ratio(batch: u64, payload: u64) -> Option<f64> {
+        (payload > 0 && batch > 0).then(|| batch as f64 / payload as f64)
+    }
+
+    pub fn ratio_in(&self, after: &WireSample) -> Option<f64> {
+        Self::ratio(
+            after.batch_in.saturating_sub(self.batch_in),
+            after.payload_in.saturating_sub(self.payload_in),
+        )
+    }
+
+    pub fn ratio_out(&self, after: &WireSample) -> Option<f64> {
+        Self::ratio(
+            after.batch_out.saturating_sub(self.batch_out),
+            after.payload_out.saturating_sub(self.payload_out),
+        )
+    }
+}
+
+/// Scrapes the embedded broker's counters; `None` without metrics (or on failure:
+/// wire figures are a bonus, not a reason to fail a run).
+pub fn wire_sample(
+    metrics: Option<std::net::SocketAddr>,
+    topics: &[String],
+    live: &crate::workload::Live,
+) -> Option<WireSample> {
+    let text = scrape(metrics?).ok()?;
+    Some(WireSample {
+        batch_in: sum_for_topics(&text, BYTES_IN, topics),
+        batch_out: sum_for_topics(&text, BYTES_OUT, topics),
+        payload_in: live.acked_bytes.load(Relaxed),
+        payload_out: live.consumed_bytes.load(Relaxed),
+    })
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use crate::cli::{Amount, TargetRate, Transport, WorkloadArgs, WorkloadKind};
 use crate::embedded::{locate_skiffd, EmbeddedBroker};
 use crate::keys::{KeyDistribution, KeySpace};
 use crate::limits::{self, Limits};
+use crate::metrics::wire_sample;
 use crate::procstat::{CpuTime, Process};
 use crate::progress::Monitor;
 use crate::report::{BrokerInfo, Counts, CpuReport, Machine, PartitionReport, Report, Throughput};
@@ -480,50 +481,6 @@ async fn calibrate<C: Connector>(connector: &C, plan: &ProducePlan, clock: Clock
         bail!("calibration run acknowledged nothing");
     }
     Ok(phase.outcome.measured_records as f64 / seconds)
-}
-
-/// Broker batch bytes and client payload bytes at one moment.
-struct WireSample {
-    batch_in: u64,
-    batch_out: u64,
-    payload_in: u64,
-    payload_out: u64,
-}
-
-impl WireSample {
-    fn ratio(batch: u64, payload: u64) -> Option<f64> {
-        (payload > 0 && batch > 0).then(|| batch as f64 / payload as f64)
-    }
-
-    fn ratio_in(&self, after: &WireSample) -> Option<f64> {
-        Self::ratio(
-            after.batch_in.saturating_sub(self.batch_in),
-            after.payload_in.saturating_sub(self.payload_in),
-        )
-    }
-
-    fn ratio_out(&self, after: &WireSample) -> Option<f64> {
-        Self::ratio(
-            after.batch_out.saturating_sub(self.batch_out),
-            after.payload_out.saturating_sub(self.payload_out),
-        )
-    }
-}
-
-/// Scrapes the embedded broker's counters; `None` without metrics (or on failure:
-/// wire figures are a bonus, not a reason to fail a run).
-fn wire_sample(
-    metrics: Option<std::net::SocketAddr>,
-    topics: &[String],
-    live: &Live,
-) -> Option<WireSample> {
-    let text = crate::metrics::scrape(metrics?).ok()?;
-    Some(WireSample {
-        batch_in: crate::metrics::sum_for_topics(&text, crate::metrics::BYTES_IN, topics),
-        batch_out: crate::metrics::sum_for_topics(&text, crate::metrics::BYTES_OUT, topics),
-        payload_in: live.acked_bytes.load(Relaxed),
-        payload_out: live.consumed_bytes.load(Relaxed),
-    })
 }
 
 fn cpu_sample(broker_pid: Option<u32>) -> (CpuTime, Option<CpuTime>) {

@@ -167,6 +167,10 @@ pub struct WorkloadArgs {
     /// Durability mode of the embedded broker (ignored with --bootstrap).
     #[arg(long, value_enum, default_value_t = Durability::Periodic)]
     pub durability: Durability,
+    /// Extra skiffd flag for the embedded broker, repeatable
+    /// (e.g. `--broker-arg=--topic-segment-bytes=268435456`).
+    #[arg(long = "broker-arg", value_name = "ARG", allow_hyphen_values = true)]
+    pub broker_args: Vec<String>,
     /// Where the embedded broker's temporary data dir (and the write probes) go.
     #[arg(long, value_name = "DIR")]
     pub data_parent: Option<PathBuf>,
@@ -481,6 +485,17 @@ mod tests {
             return Err("expected e2e".into());
         };
         assert!(args.validate(WorkloadKind::E2e).is_err());
+        Ok(())
+    }
+
+    /// Broker flags accumulate rather than override each other.
+    #[test]
+    fn broker_args_accumulate() -> Result<(), Box<dyn std::error::Error>> {
+        let cli = parse(&["produce", "--broker-arg=--a=1", "--broker-arg", "--b"])?;
+        let Command::Produce(args) = cli.command else {
+            return Err("expected produce".into());
+        };
+        assert_eq!(args.broker_args, vec!["--a=1", "--b"]);
         Ok(())
     }
 

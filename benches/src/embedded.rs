@@ -140,8 +140,14 @@ pub struct EmbeddedBroker {
 
 impl EmbeddedBroker {
     /// Starts `skiffd` with its data in a new temporary directory under
-    /// `parent` (the system temp dir when `None`).
-    pub fn start(skiffd: &Path, durability: Durability, parent: Option<&Path>) -> Result<Self> {
+    /// `parent` (the system temp dir when `None`); `extra_args` are appended
+    /// to its command line (broker tuning for experiments).
+    pub fn start(
+        skiffd: &Path,
+        durability: Durability,
+        parent: Option<&Path>,
+        extra_args: &[String],
+    ) -> Result<Self> {
         let root = match parent {
             Some(parent) => tempfile::Builder::new()
                 .prefix("skiff-bench-")
@@ -166,6 +172,7 @@ impl EmbeddedBroker {
             .arg(&data_dir)
             .arg(DURABILITY_FLAG)
             .arg(durability.to_string())
+            .args(extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))

@@ -207,7 +207,12 @@ fn start_broker(args: &WorkloadArgs) -> Result<(Option<EmbeddedBroker>, String)>
         return Ok((None, external_bootstrap(bootstrap, args.transport)));
     }
     let skiffd = locate_skiffd(args.skiffd.as_deref())?;
-    let broker = EmbeddedBroker::start(&skiffd, args.durability, args.data_parent.as_deref())?;
+    let broker = EmbeddedBroker::start(
+        &skiffd,
+        args.durability,
+        args.data_parent.as_deref(),
+        &args.broker_args,
+    )?;
     let bootstrap = match args.transport {
         Transport::Tcp => broker.listening().tcp.to_string(),
         Transport::Quic => match broker.listening().quic {

@@ -201,6 +201,40 @@ fn consume_reads_back_everything() -> Result<()> {
     Ok(())
 }
 
+/// The embedded broker's QUIC listener is trusted through its own certificate,
+/// and `--durability sync` reaches skiffd under the flag name it knows.
+#[test]
+fn quic_and_sync_durability() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let report = run_json(
+        &[
+            "e2e",
+            "--transport",
+            "quic",
+            "--durability",
+            "sync",
+            "--messages",
+            "500",
+            "--message-size",
+            "100",
+        ],
+        dir.path(),
+    )?;
+    for pointer in ["/counts/sent", "/counts/acked", "/counts/consumed"] {
+        ensure!(
+            number(&report, pointer)? as u64 == 500,
+            "{pointer} is not 500: {report:#}"
+        );
+    }
+    let bootstrap = report["broker"]["bootstrap"].as_str().unwrap_or_default();
+    ensure!(
+        bootstrap.starts_with("quic://127.0.0.1:"),
+        "bootstrap {bootstrap}"
+    );
+    ensure!(report["broker"]["durability"] == "sync");
+    Ok(())
+}
+
 /// An unreachable --bootstrap fails the run with a message instead of hanging or inventing figures.
 #[test]
 fn unreachable_broker_fails_cleanly() -> Result<()> {

@@ -445,7 +445,23 @@ impl Client {
             if covered && !cache.stale && cache.fetched_at.is_some_and(|at| at > asked_at) {
                 return Ok(());
             }
-            cache.wanted.iter().cloned().collect()
+            // A request that may create topics asks only about `extra` and
+            // topics known to exist, so that a name someone merely looked up
+            // is never created behind their back.
+            cache
+                .wanted
+                .iter()
+                .filter(|name| {
+                    !allow_auto_create
+                        || extra.contains(&name.as_str())
+                        || cache
+                            .metadata
+                            .topics
+                            .get(*name)
+                            .is_some_and(|t| t.error.is_none())
+                })
+                .cloned()
+                .collect()
         };
         let response = self
             .fetch_metadata(Some(&wanted), allow_auto_create)
@@ -455,11 +471,6 @@ impl Client {
         cache.metadata.controller_id = response.controller_id;
         cache.metadata.cluster_id = response.cluster_id;
         for (name, topic) in response.topics {
-            // Stop asking about topics that do not exist, lest a later
-            // refresh create them.
-            if topic.error == Some(ErrorCode::UnknownTopicOrPartition) {
-                cache.wanted.remove(&name);
-            }
             cache.metadata.topics.insert(name, topic);
         }
         cache.fetched_at = Some(Instant::now());

@@ -268,3 +268,28 @@ pub fn init_tracing() {
             .try_init();
     }
 }
+
+/// Reads one counter or gauge from the broker's Prometheus endpoint.
+pub fn broker_metric(broker: &Broker, name: &str) -> anyhow::Result<f64> {
+    use std::io::{Read, Write};
+    let addr = broker
+        .metrics
+        .ok_or_else(|| anyhow!("the broker has no metrics listener"))?;
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body)?;
+    body.lines()
+        .find_map(|line| {
+            line.strip_prefix(name)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .ok_or_else(|| anyhow!("metric {name} not found"))
+}

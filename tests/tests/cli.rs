@@ -322,3 +322,56 @@ fn large_input_reports_throughput() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// Over QUIC the broker's certificate can be trusted by its SHA-256
+/// fingerprint; a wrong fingerprint is refused with a hint.
+#[test]
+fn quic_trust_by_fingerprint() -> anyhow::Result<()> {
+    use rustls::pki_types::pem::PemObject;
+    let dir = tempfile::tempdir()?;
+    let broker = Broker::start(skiffd_bin!(), dir.path())?;
+    let der = rustls::pki_types::CertificateDer::from_pem_file(broker.cert_path())?;
+    let fingerprint = skiff_client::net::fingerprint_hex(der.as_ref());
+    let quic = broker.bootstrap(Transport::Quic);
+    let trusted = Command::new(skiff_bin!())
+        .args([
+            "--bootstrap",
+            &quic,
+            "--quic-cert-sha256",
+            &fingerprint,
+            "topics",
+            "create",
+            "pinned",
+        ])
+        .output()?;
+    ensure!(
+        trusted.status.success(),
+        "pinned fingerprint refused: {}",
+        text(&trusted.stderr)
+    );
+    let wrong = "00".repeat(32);
+    let refused = Command::new(skiff_bin!())
+        .args([
+            "--bootstrap",
+            &quic,
+            "--quic-cert-sha256",
+            &wrong,
+            "--timeout-ms",
+            "3000",
+            "topics",
+            "list",
+        ])
+        .output()?;
+    ensure!(
+        refused.status.code() == Some(3),
+        "wrong fingerprint: {:?} {}",
+        refused.status,
+        text(&refused.stderr)
+    );
+    ensure!(
+        text(&refused.stderr).contains("certificate"),
+        "{}",
+        text(&refused.stderr)
+    );
+    Ok(())
+}

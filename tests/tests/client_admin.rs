@@ -96,3 +96,62 @@ async fn list_offsets() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// The metadata cache refreshes on its timer: a topic recreated with more
+/// partitions by another client is seen without any error prompting it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_refreshes_on_its_timer() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let broker = Broker::start(skiffd_bin!(), dir.path())?;
+    let config = broker
+        .client_config(skiff_client::Transport::Tcp)?
+        .metadata_max_age(Duration::from_millis(200));
+    let watcher = skiff_client::Client::connect(config).await?;
+    let admin = Admin::new(broker.client(skiff_client::Transport::Tcp).await?);
+    admin.create_topic(NewTopic::new("grows", 2)).await?;
+    ensure!(watcher.topic("grows").await?.partition_count() == 2);
+    admin.delete_topic("grows").await?;
+    admin.create_topic(NewTopic::new("grows", 5)).await?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let seen = watcher.cached_topic("grows").map(|t| t.partition_count());
+        if seen == Some(5) {
+            return Ok(());
+        }
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "the cache still says {seen:?} partitions"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Looking a topic up (describe) never creates it, not even later when
+/// the same client's producer asks for metadata with auto-creation on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookups_do_not_create_topics() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let broker = Broker::start(skiffd_bin!(), dir.path())?;
+    let client = broker.client(skiff_client::Transport::Tcp).await?;
+    let admin = Admin::new(client.clone());
+    let missing = admin.describe_topics(&["looked-up"]).await;
+    ensure!(
+        matches!(missing, Err(skiff_client::Error::UnknownTopic { .. })),
+        "{missing:?}"
+    );
+    let producer = Producer::new(client.clone(), ProducerConfig::default()).await?;
+    // The broker auto-creates topics a producer writes to (Kafka's default).
+    producer
+        .send(ProducerRecord::new("auto-created", b"v"))
+        .await?
+        .await?;
+    producer.close().await?;
+    client.refresh_metadata().await?;
+    let topics = admin.list_topics(false).await?;
+    ensure!(topics.contains(&"auto-created".to_string()), "{topics:?}");
+    ensure!(
+        !topics.contains(&"looked-up".to_string()),
+        "describe created the topic: {topics:?}"
+    );
+    Ok(())
+}

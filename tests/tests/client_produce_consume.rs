@@ -9,6 +9,7 @@ use skiff_client::{
     ProducerRecord, SeekTo, TopicPartition,
 };
 use skiff_protocol::partition::partition_for_key;
+use skiff_protocol::ErrorCode;
 use skiff_tests::{consume_all, create_topic, skiffd_bin, topic_name, Broker, TRANSPORTS};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -336,8 +337,24 @@ async fn offset_out_of_range_follows_the_reset_policy() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Explicit partitions are honoured, and one outside the topic is refused
-/// before anything is sent.
+/// Puts every record on the topic's last partition.
+#[derive(Debug)]
+struct LastPartition;
+
+impl skiff_client::Partitioner for LastPartition {
+    fn partition(
+        &self,
+        _topic: &str,
+        _key: Option<&[u8]>,
+        _value: Option<&[u8]>,
+        partitions: i32,
+    ) -> Option<i32> {
+        Some(partitions - 1)
+    }
+}
+
+/// Explicit partitions and a custom partitioner are honoured, and a
+/// partition outside the topic is refused before anything is sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explicit_partitions() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
@@ -355,6 +372,26 @@ async fn explicit_partitions() -> anyhow::Result<()> {
             *counts.entry(future.await?.partition).or_insert(0) += 1;
         }
         ensure!(counts == BTreeMap::from([(0, 10), (1, 10), (2, 10)]));
+        let custom = Producer::new(
+            client.clone(),
+            ProducerConfig {
+                partitioner: std::sync::Arc::new(LastPartition),
+                ..quick_producer(Acks::All)
+            },
+        )
+        .await?;
+        for key in ["a", "b", "c"] {
+            let written = custom
+                .send(ProducerRecord::new(&topic, b"v").key(key.as_bytes()))
+                .await?
+                .await?;
+            ensure!(
+                written.partition == 2,
+                "custom partitioner ignored: {key} went to {}",
+                written.partition
+            );
+        }
+        custom.close().await?;
         let refused = producer
             .send(ProducerRecord::new(&topic, b"v").partition(3))
             .await;
@@ -409,5 +446,158 @@ async fn flush_is_not_starved_by_concurrent_sends() -> anyhow::Result<()> {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     background.await??;
     producer.flush().await?;
+    Ok(())
+}
+
+/// Admin, producer and consumer built on one client share one connection
+/// to the broker (the broker counts the connections it accepted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_connection_per_broker_is_shared() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let broker = Broker::start(skiffd_bin!(), dir.path())?;
+    let client = broker.client(skiff_client::Transport::Tcp).await?;
+    create_topic(&client, "shared", 3).await?;
+    let producer = Producer::new(client.clone(), quick_producer(Acks::All)).await?;
+    for i in 0..100 {
+        drop(
+            producer
+                .send(ProducerRecord::new("shared", format!("{i}").as_bytes()))
+                .await?,
+        );
+    }
+    producer.flush().await?;
+    let records = consume_all(&client, "shared", 100, WAIT).await?;
+    ensure!(records.len() == 100);
+    producer.close().await?;
+    let accepted = skiff_tests::broker_metric(&broker, "skiff_connections_total")?;
+    ensure!(
+        accepted == 1.0,
+        "the broker accepted {accepted} connections from one client"
+    );
+    Ok(())
+}
+
+/// A record over max_request_size or buffer_memory is refused with a typed
+/// error before anything is queued, and the producer carries on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_records_are_refused() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let broker = Broker::start(skiffd_bin!(), dir.path())?;
+    let client = broker.client(skiff_client::Transport::Tcp).await?;
+    create_topic(&client, "sizes", 1).await?;
+    let config = ProducerConfig {
+        max_request_size: 10_000,
+        buffer_memory: 5_000,
+        ..quick_producer(Acks::All)
+    };
+    let producer = Producer::new(client.clone(), config).await?;
+    let huge = vec![0u8; 20_000];
+    let refused = producer.send(ProducerRecord::new("sizes", &huge)).await;
+    ensure!(
+        matches!(
+            refused,
+            Err(Error::RecordTooLarge {
+                limit: "max_request_size",
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    let big = vec![0u8; 8_000];
+    let refused = producer.send(ProducerRecord::new("sizes", &big)).await;
+    ensure!(
+        matches!(
+            refused,
+            Err(Error::RecordTooLarge {
+                limit: "buffer_memory",
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    let written = producer
+        .send(ProducerRecord::new("sizes", b"small"))
+        .await?
+        .await?;
+    ensure!(
+        written.offset == 0,
+        "the refused records left traces: {written:?}"
+    );
+    producer.close().await?;
+    Ok(())
+}
+
+/// A batch the broker refuses for good (MESSAGE_TOO_LARGE) fails its
+/// records only; the idempotent producer renumbers the batches queued
+/// behind it under a new epoch or id, and they are delivered in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_batch_fails_alone() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let broker = Broker::start(skiffd_bin!(), dir.path())?;
+    let client = broker.client(skiff_client::Transport::Tcp).await?;
+    create_topic(&client, "refusals", 1).await?;
+    let config = ProducerConfig {
+        max_request_size: 8 * 1024 * 1024,
+        batch_size: 1024,
+        ..quick_producer(Acks::All)
+    };
+    let producer = Producer::new(client.clone(), config).await?;
+    let before = producer
+        .send(ProducerRecord::new("refusals", b"before"))
+        .await?;
+    // Larger than the broker's default max.message.bytes (1 MiB).
+    let huge = vec![7u8; 2 * 1024 * 1024];
+    let refused = producer
+        .send(ProducerRecord::new("refusals", &huge))
+        .await?;
+    let mut after = Vec::new();
+    for i in 0..20 {
+        after.push(
+            producer
+                .send(ProducerRecord::new(
+                    "refusals",
+                    format!("after {i}").as_bytes(),
+                ))
+                .await?,
+        );
+    }
+    ensure!(before.await?.offset == 0);
+    let outcome = refused.await;
+    ensure!(
+        matches!(
+            outcome,
+            Err(Error::Kafka {
+                code: ErrorCode::MessageTooLarge | ErrorCode::RecordListTooLarge,
+                ..
+            })
+        ),
+        "{outcome:?}"
+    );
+    for (i, future) in after.into_iter().enumerate() {
+        let written = future
+            .await
+            .with_context(|| format!("record {i} after the refused one"))?;
+        ensure!(
+            written.offset == 1 + i as i64,
+            "record {i} at offset {}",
+            written.offset
+        );
+    }
+    let flushed = producer.flush().await;
+    ensure!(
+        matches!(
+            flushed,
+            Err(Error::Undelivered {
+                failed_records: 1,
+                ..
+            })
+        ),
+        "{flushed:?}"
+    );
+    ensure!(
+        producer.epoch_bumps() >= 1,
+        "the hole in the sequence was not renumbered"
+    );
+    producer.close().await?;
     Ok(())
 }

@@ -263,3 +263,49 @@ async fn send_waits_while_the_buffer_is_full() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// A producer whose topic disappears gets UNKNOWN_TOPIC_OR_PARTITION,
+/// refreshes its metadata, and delivers once the topic is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn producer_recovers_when_its_topic_is_recreated() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    // skiffd creates a missing topic on Produce too (Kafka only does so on
+    // Metadata), which would recreate it behind our back.
+    let broker = Broker::start_with(
+        skiffd_bin!(),
+        dir.path(),
+        &["--auto-create-topics", "false"],
+    )?;
+    let client = broker.client(Transport::Tcp).await?;
+    let admin = skiff_client::Admin::new(broker.client(Transport::Tcp).await?);
+    create_topic(&client, "phoenix", 2).await?;
+    let config = ProducerConfig {
+        linger: Duration::from_millis(1),
+        retry_backoff: Duration::from_millis(20),
+        ..ProducerConfig::default()
+    };
+    let producer = Producer::new(client.clone(), config).await?;
+    producer
+        .send(ProducerRecord::new("phoenix", b"first").partition(1))
+        .await?
+        .await?;
+    admin.delete_topic("phoenix").await?;
+    let pending = producer
+        .send(ProducerRecord::new("phoenix", b"second").partition(1))
+        .await?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while producer.retried_batches() == 0 {
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "the deleted topic caused no retry"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    admin
+        .create_topic(skiff_client::NewTopic::new("phoenix", 2))
+        .await?;
+    let written = tokio::time::timeout(Duration::from_secs(30), pending).await??;
+    ensure!(written.partition == 1 && written.offset == 0, "{written:?}");
+    producer.close().await?;
+    Ok(())
+}

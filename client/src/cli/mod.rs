@@ -102,13 +102,15 @@ pub fn exit_code(error: &anyhow::Error) -> i32 {
 
 /// The error message, with a hint of what to do where there is an obvious one.
 pub fn describe(error: &anyhow::Error) -> String {
+    const QUIC_HINT: &str =
+        "\nhint: trust the broker's QUIC certificate with --quic-cert DATA_DIR/quic-cert.pem or --quic-cert-sha256 HEX (skiffd logs both).";
     let hint = match client_error(error) {
+        Some(Error::NoBrokerAvailable { last_error, .. }) if last_error.contains("certificate") => QUIC_HINT,
+        Some(Error::Config(message)) if message.contains("QUIC") => QUIC_HINT,
         Some(Error::NoBrokerAvailable { .. } | Error::Connect { .. }) => {
             "\nhint: is skiffd running there? Point --bootstrap (or SKIFF_BOOTSTRAP) at its address."
         }
-        Some(Error::Quic { .. }) => {
-            "\nhint: QUIC needs the broker's certificate: --quic-cert FILE.pem or --quic-cert-sha256 HEX."
-        }
+        Some(Error::Quic { .. } | Error::Certificate { .. }) => QUIC_HINT,
         Some(Error::UnknownTopic { .. }) => "\nhint: `skiff topics list` shows the topics; `skiff topics create NAME` makes one.",
         _ => "",
     };

@@ -433,10 +433,17 @@ impl Consumer {
             let request = fetcher::fetch_request(&self.config, &positions);
             let client = self.client.clone();
             let done = self.done_tx.clone();
+            let fetch_max_wait = self.config.fetch_max_wait;
             tokio::spawn(async move {
                 let result = async {
                     let connection = client.broker_connection(leader).await?;
-                    connection.request(request).await
+                    // The broker may hold a fetch for fetch_max_wait before answering.
+                    let timeout = client.config().connection.request_timeout + fetch_max_wait;
+                    connection
+                        .send(request)
+                        .await?
+                        .response_within(timeout)
+                        .await
                 }
                 .await;
                 let _ = done.send(FetchDone {

@@ -197,4 +197,16 @@ mod tests {
             );
         }
     }
+
+    proptest::proptest! {
+        /// Printing an address and parsing it back gives the same address.
+        #[test]
+        fn display_parses_back(host in "[a-z][a-z0-9.-]{0,20}|[0-9a-f:]{2,20}", port in 0u16.., quic in proptest::prelude::any::<bool>()) {
+            let host = if host.contains(':') && !host.contains("::") { host.replace(':', "") } else { host };
+            proptest::prop_assume!(!host.is_empty());
+            let address = if quic { BrokerAddress::quic(host, port) } else { BrokerAddress::tcp(host, port) };
+            let parsed: BrokerAddress = address.to_string().parse().unwrap();
+            proptest::prop_assert_eq!(parsed, address);
+        }
+    }
 }

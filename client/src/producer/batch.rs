@@ -301,4 +301,30 @@ mod tests {
             (2, 41, 101)
         );
     }
+
+    proptest::proptest! {
+        /// Restamping any batch, in any codec, gives a batch that validates,
+        /// carries the new producer fields, and holds the same records.
+        #[test]
+        fn restamp_keeps_records_and_validates(
+            values in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64), 1..20),
+            codec in 0usize..5,
+            producer_id in 0i64..i64::MAX,
+            producer_epoch in 0i16..i16::MAX,
+            base_sequence in 0i32..i32::MAX,
+        ) {
+            let compression = skiff_protocol::batch::Compression::ALL[codec];
+            let mut builder = RecordBatchBuilder::new(RecordBatchBuilderConfig { compression, ..Default::default() });
+            for (i, value) in values.iter().enumerate() {
+                builder.append(i as i64, None, Some(value), &[]);
+            }
+            let stamped = restamp(builder.build().unwrap(), producer_id, producer_epoch, base_sequence);
+            let view = RecordBatchView::new(stamped).unwrap();
+            view.validate().unwrap();
+            let header = view.header();
+            proptest::prop_assert_eq!((header.producer_id, header.producer_epoch, header.base_sequence), (producer_id, producer_epoch, base_sequence));
+            let read: Vec<Vec<u8>> = view.records().unwrap().map(|r| r.unwrap().value.unwrap().to_vec()).collect();
+            proptest::prop_assert_eq!(read, values);
+        }
+    }
 }

@@ -385,6 +385,14 @@ impl Config {
         if self.connection_inflight_bytes_max == 0 || self.connection_inflight_requests_max == 0 {
             return invalid("connection_inflight_*", "must be positive");
         }
+        if self.connection_inflight_bytes_max > u32::MAX as usize
+            || self.connection_inflight_requests_max > 65_536
+        {
+            return invalid(
+                "connection_inflight_*",
+                "at most 4294967295 bytes and 65536 requests",
+            );
+        }
         if self.topic.partitions < 1 {
             return invalid("topic.partitions", "must be at least 1");
         }
@@ -443,6 +451,23 @@ mod tests {
         assert_eq!(config.quic_listen.unwrap().port(), 1001);
         assert_eq!(config.metrics_listen, None);
         assert_eq!(config.topic.partitions, 4);
+    }
+
+    /// Limits that the server could not honour are refused at start.
+    #[test]
+    fn out_of_range_limits_are_refused() {
+        for args in [
+            &["skiffd", "--frame-bytes-max", "10"][..],
+            &["skiffd", "--connection-inflight-bytes-max", "0"],
+            &["skiffd", "--connection-inflight-bytes-max", "5000000000"],
+            &["skiffd", "--topic-partitions", "0"],
+        ] {
+            let cli = Cli::try_parse_from(args).unwrap();
+            assert!(
+                matches!(Config::load(&cli), Err(ConfigError::Invalid { .. })),
+                "{args:?} accepted"
+            );
+        }
     }
 
     /// A misspelt key in the file is an error, not silently ignored.

@@ -364,16 +364,41 @@ fn metrics_endpoint_reports_traffic() -> Result<()> {
     Ok(())
 }
 
-/// SKIFF_* environment variables configure the broker; --help names every setting's default.
+/// Settings layer as documented: TOML file < SKIFF_* environment < flags;
+/// --help names every setting's default.
 #[test]
-fn environment_and_help() -> Result<()> {
+fn config_layers_and_help() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let broker = Skiffd::start_with(dir.path(), &[], |command| {
-        command.env("SKIFF_TOPIC_PARTITIONS", "5");
-    })?;
-    let mut client = broker.connect()?;
-    let response = metadata(&mut client, 9, Some(&["env-topic"]), true)?;
-    assert_eq!(response.topics[0].partitions.len(), 5);
+    let file = dir.path().join("skiff.toml");
+    std::fs::write(
+        &file,
+        "auto_create_topics = true\n[topic]\npartitions = 2\n",
+    )?;
+    let file = file.to_str().unwrap().to_string();
+    let cases: [(&[&str], Option<&str>, usize); 3] = [
+        (&["--config", &file], None, 2),
+        (&["--config", &file], Some("5"), 5),
+        (
+            &["--config", &file, "--topic-partitions", "7"],
+            Some("5"),
+            7,
+        ),
+    ];
+    for (i, (flags, env, expected)) in cases.into_iter().enumerate() {
+        let data = dir.path().join(format!("data-{i}"));
+        let broker = Skiffd::start_with(&data, flags, |command| {
+            if let Some(value) = env {
+                command.env("SKIFF_TOPIC_PARTITIONS", value);
+            }
+        })?;
+        let mut client = broker.connect()?;
+        let response = metadata(&mut client, 9, Some(&["layered"]), true)?;
+        assert_eq!(
+            response.topics[0].partitions.len(),
+            expected,
+            "flags {flags:?} env {env:?}"
+        );
+    }
 
     let help = std::process::Command::new(env!("CARGO_BIN_EXE_skiffd"))
         .arg("--help")

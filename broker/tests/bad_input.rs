@@ -340,3 +340,64 @@ fn file_size_limit_is_an_error_not_a_signal() -> Result<()> {
     );
     Ok(())
 }
+
+/// A small compressed batch that would inflate past the broker's limit (a
+/// decompression bomb) is CORRUPT_MESSAGE, and nothing is appended.
+#[test]
+fn decompression_bomb_is_refused() -> Result<()> {
+    use skiff_protocol::batch::{Compression, RecordBatchBuilder, RecordBatchBuilderConfig};
+    let dir = tempfile::tempdir()?;
+    let broker = Skiffd::start(dir.path(), &[])?;
+    let mut client = broker.connect()?;
+    assert_eq!(client.create_topic("bomb", 1, &[])?, 0);
+    let zeros = vec![0u8; 80 << 20];
+    let mut builder = RecordBatchBuilder::new(RecordBatchBuilderConfig {
+        compression: Compression::Zstd,
+        ..Default::default()
+    });
+    builder.append(0, None, Some(&zeros), &[]);
+    let bomb = builder.build()?;
+    assert!(
+        bomb.len() < 1 << 20,
+        "the bomb fits max.message.bytes: {} bytes",
+        bomb.len()
+    );
+    let response = client.produce_raw("bomb", 0, bomb, -1)?;
+    let partition = &response.responses[0].partition_responses[0];
+    assert_eq!(partition.error_code, ErrorCode::CorruptMessage.code());
+    let message = partition
+        .error_message
+        .as_ref()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_default();
+    assert!(
+        message.contains("decompressed"),
+        "refused for the size: {message}"
+    );
+    assert_eq!(client.list_offset("bomb", 0, -1)?, (0, 0));
+    Ok(())
+}
+
+/// A compacted topic refuses records without a key (INVALID_RECORD), as Kafka does.
+#[test]
+fn compacted_topic_requires_keys() -> Result<()> {
+    use skiff_protocol::batch::{RecordBatchBuilder, RecordBatchBuilderConfig};
+    let dir = tempfile::tempdir()?;
+    let broker = Skiffd::start(dir.path(), &[])?;
+    let mut client = broker.connect()?;
+    assert_eq!(
+        client.create_topic("table", 1, &[("cleanup.policy", "compact")])?,
+        0
+    );
+    let mut builder = RecordBatchBuilder::new(RecordBatchBuilderConfig::default());
+    builder.append(0, Some(b"key"), Some(b"keyed"), &[]);
+    builder.append(0, None, Some(b"keyless"), &[]);
+    let (error, _) = client.produce("table", 0, builder.build()?, -1)?;
+    assert_eq!(error, ErrorCode::InvalidRecord.code());
+    assert_eq!(client.list_offset("table", 0, -1)?, (0, 0));
+    assert_eq!(
+        client.produce("table", 0, batch(&[b"v"], -1, -1, -1), -1)?,
+        (0, 0)
+    );
+    Ok(())
+}

@@ -120,6 +120,19 @@ fn acks_zero_sends_no_response() -> Result<()> {
         ResponseKind::ListOffsets(_)
     ));
     assert_eq!(client.list_offset("acks0", 0, -1)?, (0, 2));
+
+    // A failed acks=0 produce closes the connection (the client's only signal, as in Kafka).
+    let mut data = messages::produce_request::PartitionProduceData::default();
+    data.records = Some(batch(&[b"lost"], -1, -1, -1));
+    let mut topic = messages::produce_request::TopicProduceData::default();
+    topic.name = TopicName(StrBytes::from_string("bad topic".to_string()));
+    topic.partition_data = vec![data];
+    let mut request = messages::ProduceRequest::default();
+    request.acks = 0;
+    request.timeout_ms = 1000;
+    request.topic_data = vec![topic];
+    client.send(ApiKey::Produce, 9, &RequestKind::Produce(request))?;
+    assert!(closed_by_broker(&mut client));
     Ok(())
 }
 

@@ -184,3 +184,43 @@ fn kcat_compressed_produce() -> Result<()> {
     }
     Ok(())
 }
+
+/// librdkafka's idempotent producer (InitProducerId, sequences, 5 requests in flight)
+/// gets every record stored exactly once, in order.
+#[test]
+fn kcat_idempotent_producer() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let broker = Skiffd::start(dir.path(), &[])?;
+    let input: String = (0..20_000)
+        .map(|i| format!("idempotent record {i:06}\n"))
+        .collect();
+    kcat(
+        &broker,
+        &[
+            "-P",
+            "-t",
+            "idem",
+            "-X",
+            "enable.idempotence=true",
+            "-X",
+            "acks=all",
+            "-X",
+            "linger.ms=2",
+            "-X",
+            "batch.num.messages=500",
+        ],
+        Some(&input),
+    )?;
+    let text = kcat(
+        &broker,
+        &["-C", "-t", "idem", "-o", "beginning", "-e", "-q"],
+        None,
+    )?;
+    assert_eq!(text, input);
+    let metrics = broker.scrape()?;
+    assert!(
+        metrics.contains("skiff_requests_total{api=\"InitProducerId\",api_key=\"22\"} 1"),
+        "{metrics}"
+    );
+    Ok(())
+}

@@ -66,6 +66,10 @@ pub fn served_raw() -> Vec<(i16, i16, i16)> {
 pub enum HandlerError {
     #[error("request {api_key}v{api_version} is not served")]
     NotServed { api_key: i16, api_version: i16 },
+    /// Kafka closes the connection when an acks=0 produce fails: the client
+    /// gets no response, so this is how it learns to refresh its metadata.
+    #[error("acks=0 produce failed: {reason}")]
+    UnacknowledgedProduceFailed { reason: String },
 }
 
 /// A handler's answer: ready now, or after waiting (durability, long poll).
@@ -105,6 +109,9 @@ pub fn start(
         }
         RequestKind::Produce(r) => {
             let pending = produce::append_all(broker, version, r);
+            if let Some(reason) = pending.unacknowledged_failure() {
+                return Err(HandlerError::UnacknowledgedProduceFailed { reason });
+            }
             return Ok(Started::Later(Box::pin(async move {
                 produce::respond(pending).await.map(ResponseKind::Produce)
             })));

@@ -21,6 +21,7 @@ use skiff_protocol::ErrorCode;
 
 use super::{storage_error_code, str_bytes, topic_error_code};
 use crate::broker::Broker;
+use crate::config::{Cleanup, TopicDefaults};
 use crate::producer_state::{SequenceCheck, SequenceError};
 use crate::topics::Partition;
 
@@ -99,10 +100,10 @@ pub fn append_all(broker: &Arc<Broker>, _version: i16, request: ProduceRequest) 
                             ),
                         ),
                         Some(partition) => {
-                            let max = topic.settings.max_message_bytes;
+                            let records = data.records.unwrap_or_default();
                             (
                                 Some(Arc::clone(partition)),
-                                append(partition, data.records.unwrap_or_default(), max),
+                                append(partition, records, &topic.settings),
                             )
                         }
                     },
@@ -116,6 +117,26 @@ pub fn append_all(broker: &Arc<Broker>, _version: i16, request: ProduceRequest) 
         acks,
         timeout_ms: request.timeout_ms,
         results,
+    }
+}
+
+impl PendingProduce {
+    /// For acks=0, the first partition error, if any.
+    pub fn unacknowledged_failure(&self) -> Option<String> {
+        if self.acks != 0 {
+            return None;
+        }
+        self.results.iter().find_map(|(topic, partitions)| {
+            partitions
+                .iter()
+                .find(|(_, _, appended)| !appended.error.is_ok())
+                .map(|(index, _, appended)| {
+                    format!(
+                        "{topic}-{index}: {}",
+                        appended.message.as_deref().unwrap_or(appended.error.name())
+                    )
+                })
+        })
     }
 }
 
@@ -174,8 +195,9 @@ pub async fn respond(pending: PendingProduce) -> Option<ProduceResponse> {
 }
 
 /// Validates `records` (one batch) and appends it, unless it is a retry.
-fn append(partition: &Partition, records: Bytes, max_message_bytes: u32) -> Appended {
-    let view = match validate(records, max_message_bytes) {
+fn append(partition: &Partition, records: Bytes, settings: &TopicDefaults) -> Appended {
+    let keys_required = settings.cleanup_policy == Cleanup::Compact;
+    let view = match validate(records, settings.max_message_bytes, keys_required) {
         Ok(view) => view,
         Err((code, message)) => {
             tracing::debug!(topic = partition.topic, partition = partition.index, %message, "batch refused");
@@ -236,10 +258,55 @@ fn append(partition: &Partition, records: Bytes, max_message_bytes: u32) -> Appe
     }
 }
 
-/// Checks that `records` is exactly one well-formed batch of at most `max_message_bytes`.
+/// Largest block a compressed batch may inflate to: far above real
+/// compression ratios, far below what a hostile batch could claim.
+fn decompressed_bytes_max(max_message_bytes: u32) -> usize {
+    (max_message_bytes as usize)
+        .saturating_mul(64)
+        .max(64 << 20)
+}
+
+/// Decodes every record once (inflating a compressed block within `limit`):
+/// the CRC vouches for the bytes, not for their inner structure.
+/// Counts records without a key (refused on compacted topics).
+fn validate_records(
+    view: &RecordBatchView,
+    limit: usize,
+) -> Result<usize, skiff_protocol::DecodeError> {
+    let header = view.header();
+    let mut found = 0i32;
+    let mut keyless = 0usize;
+    for record in view.records_with_limit(limit)? {
+        let record = record?;
+        if record.key.is_none() {
+            keyless += 1;
+        }
+        if record.offset_delta < 0 || record.offset_delta > header.last_offset_delta {
+            return Err(skiff_protocol::DecodeError::Malformed {
+                what: "record",
+                reason: format!(
+                    "offset delta {} outside 0..={}",
+                    record.offset_delta, header.last_offset_delta
+                ),
+            });
+        }
+        found += 1;
+    }
+    if found != header.records_count {
+        return Err(skiff_protocol::DecodeError::RecordCountMismatch {
+            declared: header.records_count,
+            found,
+        });
+    }
+    Ok(keyless)
+}
+
+/// Checks that `records` is exactly one well-formed batch of at most
+/// `max_message_bytes`, whose records all have keys if `keys_required`.
 pub fn validate(
     records: Bytes,
     max_message_bytes: u32,
+    keys_required: bool,
 ) -> Result<RecordBatchView, (ErrorCode, String)> {
     if records.len() > max_message_bytes as usize {
         return Err((
@@ -268,7 +335,14 @@ pub fn validate(
         ));
     }
     view.validate().map_err(corrupt)?;
-    view.validate_records().map_err(corrupt)?;
+    let keyless =
+        validate_records(&view, decompressed_bytes_max(max_message_bytes)).map_err(corrupt)?;
+    if keys_required && keyless > 0 {
+        return Err((
+            ErrorCode::InvalidRecord,
+            format!("{keyless} records without a key for a compacted topic"),
+        ));
+    }
     let header = view.header();
     if header.attributes.is_transactional() || header.attributes.is_control() {
         return Err((

@@ -5,9 +5,10 @@
 //! so a long-polling fetch never holds back a produce on the same connection.
 //!
 //! ALPN protocol id: [`ALPN`]. Limits: `connection_inflight_requests_max`
-//! concurrent streams per connection, `frame_bytes_max` per request (a
-//! bigger size prefix closes the connection), `idle_timeout_ms` as the QUIC
-//! idle timeout.
+//! concurrent streams per connection, `connection_inflight_bytes_max` request
+//! bytes held per connection (a stream waits before reading its body),
+//! `frame_bytes_max` per request (a bigger size prefix closes the
+//! connection), `idle_timeout_ms` as the QUIC idle timeout.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use quinn::{Endpoint, IdleTimeout, VarInt};
 use skiff_protocol::frame;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Semaphore};
 
 use super::dispatch::{dispatch, Outcome};
 use super::tls::ServerIdentity;
@@ -100,6 +101,8 @@ async fn serve_connection(
     mut shutdown: watch::Receiver<bool>,
     alive: mpsc::Sender<()>,
 ) {
+    // Request bytes held in memory across this connection's streams, as on TCP.
+    let inflight = Arc::new(Semaphore::new(broker.config.connection_inflight_bytes_max));
     loop {
         let stream = tokio::select! {
             stream = connection.accept_bi() => stream,
@@ -109,8 +112,9 @@ async fn serve_connection(
         let broker = Arc::clone(&broker);
         let connection = connection.clone();
         let alive = alive.clone();
+        let inflight = Arc::clone(&inflight);
         tokio::spawn(async move {
-            serve_stream(broker, connection, send, recv).await;
+            serve_stream(broker, connection, inflight, send, recv).await;
             drop(alive);
         });
     }
@@ -119,6 +123,7 @@ async fn serve_connection(
 async fn serve_stream(
     broker: Arc<Broker>,
     connection: quinn::Connection,
+    inflight: Arc<Semaphore>,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) {
@@ -136,6 +141,10 @@ async fn serve_stream(
             connection.close(VarInt::from_u32(CLOSE_PROTOCOL_ERROR), b"frame too large");
             return;
         }
+    };
+    let cost = size.clamp(1, broker.config.connection_inflight_bytes_max) as u32;
+    let Ok(_permit) = inflight.acquire_many_owned(cost).await else {
+        return;
     };
     let mut request = BytesMut::zeroed(size);
     if recv.read_exact(&mut request).await.is_err() {

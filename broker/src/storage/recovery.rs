@@ -137,6 +137,7 @@ pub fn open_partition(
             segment.truncate_to_size()?;
         } else if segment.file_len()? != segment.size_bytes() || !indexes_loaded {
             segment.close()?;
+            segment.sync(true)?;
             segment.write_index_files()?;
         } else {
             segment.mark_closed();

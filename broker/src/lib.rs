@@ -1,1 +1,3 @@
 //! skiff-broker
+
+pub mod coordinator;

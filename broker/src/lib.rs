@@ -9,9 +9,11 @@
 //! - [`producer_state`]: idempotent-producer sequence rules, per partition.
 //! - [`metrics`]: counters and histograms, rendered for Prometheus.
 //! - [`storage`]: the log engine (segments, indexes, recovery).
+//! - [`coordinator`]: the group coordinator state machine (not yet wired to the server).
 
 pub mod broker;
 pub mod config;
+pub mod coordinator;
 pub mod handlers;
 pub mod metrics;
 pub mod producer_state;

@@ -305,3 +305,120 @@ fn sync_with_wrong_generation_or_member_fails() {
     let out = c.sync_group(7_000, 31, sync("nobody", generation, Vec::new()));
     assert_eq!(sync_responses(&out)[0].1.error, ErrorCode::UnknownMemberId);
 }
+
+#[test]
+fn leave_of_follower_rebalances_and_leader_rejoins_alone() {
+    let mut c = coordinator();
+    let (leader, follower, generation) = stable_group(&mut c);
+    let (response, _out) = c.leave_group(
+        7_000,
+        GROUP,
+        &[
+            LeavingMember {
+                member_id: follower.clone(),
+                group_instance_id: None,
+            },
+            LeavingMember {
+                member_id: "nobody".to_owned(),
+                group_instance_id: None,
+            },
+        ],
+    );
+    assert_eq!(response.error, ErrorCode::None);
+    assert_eq!(response.members[0].2, ErrorCode::None);
+    assert_eq!(response.members[1].2, ErrorCode::UnknownMemberId);
+    assert_eq!(c.group_state(GROUP), Some(GroupState::PreparingRebalance));
+    assert_eq!(
+        c.heartbeat(7_100, &heartbeat(&follower, generation)),
+        ErrorCode::UnknownMemberId
+    );
+    let client = if leader.starts_with("a-") { "a" } else { "b" };
+    let joins = join_responses(&c.join_group(7_200, 40, join(&leader, client)));
+    assert_eq!(joins.len(), 1);
+    assert_eq!(joins[0].1.generation_id, generation + 1);
+    assert_eq!(joins[0].1.leader, leader);
+}
+
+#[test]
+fn member_that_does_not_rejoin_is_dropped_at_rebalance_timeout() {
+    let mut c = coordinator();
+    let (leader, follower, generation) = stable_group(&mut c);
+    let late = member_id_for(&mut c, 7_000, 10, "c");
+    c.join_group(7_000, 11, join(&late, "c"));
+    let client = if leader.starts_with("a-") { "a" } else { "b" };
+    assert!(join_responses(&c.join_group(7_100, 12, join(&leader, client))).is_empty());
+    // The follower keeps heartbeating but never rejoins: heartbeats keep
+    // its session alive, so only the rebalance timeout (60 s) ends the join.
+    let mut now_ms = 7_100;
+    while now_ms + 5_000 < 7_000 + 60_000 {
+        now_ms += 5_000;
+        assert_eq!(
+            c.heartbeat(now_ms, &heartbeat(&follower, generation)),
+            ErrorCode::RebalanceInProgress
+        );
+        let out = c.tick(now_ms);
+        assert!(join_responses(&out).is_empty(), "at {now_ms}: {out:?}");
+    }
+    let out = c.tick(7_000 + 60_000);
+    let mut joins = join_responses(&out);
+    joins.sort_by_key(|(reply, _)| *reply);
+    assert_eq!(joins.iter().map(|j| j.0).collect::<Vec<_>>(), vec![11, 12]);
+    assert!(joins.iter().all(|(_, r)| r.generation_id == generation + 1));
+    assert_eq!(
+        c.heartbeat(now_ms + 1, &heartbeat(&follower, generation + 1)),
+        ErrorCode::UnknownMemberId
+    );
+}
+
+#[test]
+fn parked_follower_sync_is_answered_when_rebalance_restarts() {
+    let mut c = coordinator();
+    let a = member_id_for(&mut c, 0, 1, "a");
+    let b = member_id_for(&mut c, 0, 2, "b");
+    c.join_group(10, 3, join(&a, "a"));
+    c.join_group(20, 4, join(&b, "b"));
+    c.tick(3_010);
+    let joins = join_responses(&c.tick(6_010));
+    let generation = joins[0].1.generation_id;
+    let leader = joins[0].1.leader.clone();
+    let follower = if leader == a { b.clone() } else { a.clone() };
+    assert!(
+        sync_responses(&c.sync_group(6_100, 5, sync(&follower, generation, Vec::new()))).is_empty()
+    );
+    // A third member joins before the leader syncs: the parked sync fails.
+    let late = member_id_for(&mut c, 6_200, 6, "c");
+    let out = c.join_group(6_200, 7, join(&late, "c"));
+    let syncs = sync_responses(&out);
+    assert_eq!(syncs.len(), 1, "{out:?}");
+    assert_eq!(syncs[0].0, 5);
+    assert_eq!(syncs[0].1.error, ErrorCode::RebalanceInProgress);
+    // A sync during PreparingRebalance is refused at once.
+    let out = c.sync_group(6_300, 8, sync(&leader, generation, Vec::new()));
+    assert_eq!(
+        sync_responses(&out)[0].1.error,
+        ErrorCode::RebalanceInProgress
+    );
+}
+
+#[test]
+fn unknown_pending_member_id_expires_after_session_timeout() {
+    let mut c = coordinator();
+    let a = member_id_for(&mut c, 0, 1, "a");
+    c.tick(i64::from(SESSION_MS) + 1);
+    let joins = join_responses(&c.join_group(i64::from(SESSION_MS) + 2, 2, join(&a, "a")));
+    assert_eq!(joins.len(), 1);
+    assert_eq!(joins[0].1.error, ErrorCode::UnknownMemberId);
+}
+
+#[test]
+fn join_rejects_bad_session_timeout_and_empty_group_id() {
+    let mut c = coordinator();
+    let mut request = join("", "a");
+    request.session_timeout_ms = 1;
+    let joins = join_responses(&c.join_group(0, 1, request));
+    assert_eq!(joins[0].1.error, ErrorCode::InvalidSessionTimeout);
+    let mut request = join("", "a");
+    request.group_id = String::new();
+    let joins = join_responses(&c.join_group(0, 2, request));
+    assert_eq!(joins[0].1.error, ErrorCode::InvalidGroupId);
+}

@@ -185,3 +185,66 @@ fn requests_for_unowned_or_loading_partitions_fail() {
     c.finish_loading(c.partition_for(GROUP));
     assert_eq!(c.offset_fetch(GROUP, None), Ok(Vec::new()));
 }
+
+#[test]
+fn commit_during_rebalance_depends_on_phase() {
+    let mut c = coordinator();
+    let (leader, follower, generation) = stable_group(&mut c);
+    // Start a rebalance by the leader rejoining with new metadata.
+    let mut rejoin = JoinRequest {
+        group_id: GROUP.to_owned(),
+        member_id: leader.clone(),
+        group_instance_id: None,
+        client_id: "x".to_owned(),
+        client_host: "/127.0.0.1".to_owned(),
+        session_timeout_ms: 10_000,
+        rebalance_timeout_ms: 60_000,
+        protocol_type: "consumer".to_owned(),
+        protocols: vec![Protocol {
+            name: "range".to_owned(),
+            metadata: bytes::Bytes::from_static(b"changed"),
+        }],
+        require_known_member_id: true,
+    };
+    c.join_group(7_000, 50, rejoin.clone());
+    assert_eq!(c.group_state(GROUP), Some(GroupState::PreparingRebalance));
+    // Members commit what they consumed before giving partitions up.
+    let pending = c.offset_commit(7_100, &commit(GROUP, generation, &follower, 1));
+    assert_eq!(errors(&pending), vec![ErrorCode::None, ErrorCode::None]);
+    rejoin.member_id = follower.clone();
+    c.join_group(7_200, 51, rejoin);
+    assert_eq!(c.group_state(GROUP), Some(GroupState::CompletingRebalance));
+    let pending = c.offset_commit(7_300, &commit(GROUP, generation + 1, &follower, 1));
+    assert_eq!(
+        errors(&pending),
+        vec![
+            ErrorCode::RebalanceInProgress,
+            ErrorCode::RebalanceInProgress
+        ]
+    );
+}
+
+#[test]
+fn simple_group_offsets_expire_after_retention() {
+    let mut c = coordinator();
+    let retention_ms = c.config().offsets_retention_ms;
+    let pending = c.offset_commit(1_000, &commit("simple", -1, "", 5));
+    c.complete_commit(1_000, &pending);
+    assert!(c.expire_offsets(1_000 + retention_ms - 1).is_empty());
+    assert_eq!(fetch_one(&c, "simple", 0).map(|o| o.offset), Some(5));
+    let out = c.expire_offsets(1_000 + retention_ms);
+    let tombstones: Vec<&OffsetsRecord> = out
+        .iter()
+        .flat_map(|o| match o {
+            Output::Persist { records, .. } => records.iter().collect(),
+            _ => Vec::new(),
+        })
+        .collect();
+    assert!(tombstones.contains(&&OffsetsRecord::Offset {
+        group_id: "simple".to_owned(),
+        topic: "t".to_owned(),
+        partition: 0,
+        value: None,
+    }));
+    assert_eq!(fetch_one(&c, "simple", 0), None);
+}

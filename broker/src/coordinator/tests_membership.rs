@@ -422,3 +422,38 @@ fn join_rejects_bad_session_timeout_and_empty_group_id() {
     let joins = join_responses(&c.join_group(0, 2, request));
     assert_eq!(joins[0].1.error, ErrorCode::InvalidGroupId);
 }
+
+#[test]
+fn retried_follower_join_in_stable_gets_current_generation_without_rebalance() {
+    let mut c = coordinator();
+    let (leader, follower, generation) = stable_group(&mut c);
+    let client = if follower.starts_with("a-") { "a" } else { "b" };
+    let joins = join_responses(&c.join_group(7_000, 60, join(&follower, client)));
+    assert_eq!(joins.len(), 1);
+    assert_eq!(joins[0].1.error, ErrorCode::None);
+    assert_eq!(joins[0].1.generation_id, generation);
+    assert_eq!(joins[0].1.leader, leader);
+    assert_eq!(c.group_state(GROUP), Some(GroupState::Stable));
+}
+
+#[test]
+fn failed_persist_of_assignment_forces_rejoin() {
+    let mut c = coordinator();
+    let (leader, _follower, generation) = stable_group(&mut c);
+    c.persist_failed(7_000, GROUP);
+    assert_eq!(c.group_state(GROUP), Some(GroupState::PreparingRebalance));
+    assert_eq!(
+        c.heartbeat(7_100, &heartbeat(&leader, generation)),
+        ErrorCode::RebalanceInProgress
+    );
+}
+
+#[test]
+fn next_deadline_is_the_earliest_timer() {
+    let mut c = coordinator();
+    assert_eq!(c.next_deadline_ms(), None);
+    let a = member_id_for(&mut c, 0, 1, "a");
+    c.join_group(10, 2, join(&a, "a"));
+    // The initial delay (10 + 3000) comes before any session deadline.
+    assert_eq!(c.next_deadline_ms(), Some(3_010));
+}

@@ -274,66 +274,46 @@ macro_rules! encode_kind {
     };
 }
 
+/// Encodes a `RequestKind`/`ResponseKind` of any API in [`SUPPORTED_API_KEYS`]:
+/// one list of variants, so requests and responses cannot drift apart.
+macro_rules! encode_served_kind {
+    ($kind:ident, $value:expr, $version:expr, $out:expr) => {
+        encode_kind!(
+            $kind,
+            $value,
+            $version,
+            $out,
+            [
+                Produce,
+                Fetch,
+                ListOffsets,
+                Metadata,
+                OffsetCommit,
+                OffsetFetch,
+                FindCoordinator,
+                JoinGroup,
+                Heartbeat,
+                LeaveGroup,
+                SyncGroup,
+                DescribeGroups,
+                ListGroups,
+                ApiVersions,
+                CreateTopics,
+                DeleteTopics,
+                InitProducerId,
+                DescribeConfigs,
+                DeleteGroups,
+            ]
+        )
+    };
+}
+
 fn encode_body(response: &ResponseKind, version: i16, out: &mut ChunkedBuf) -> Result<()> {
-    encode_kind!(
-        ResponseKind,
-        response,
-        version,
-        out,
-        [
-            Produce,
-            Fetch,
-            ListOffsets,
-            Metadata,
-            OffsetCommit,
-            OffsetFetch,
-            FindCoordinator,
-            JoinGroup,
-            Heartbeat,
-            LeaveGroup,
-            SyncGroup,
-            DescribeGroups,
-            ListGroups,
-            ApiVersions,
-            CreateTopics,
-            DeleteTopics,
-            InitProducerId,
-            DescribeConfigs,
-            DeleteGroups,
-        ]
-    )
-    .map_err(|e| malformed("response", e))
+    encode_served_kind!(ResponseKind, response, version, out).map_err(|e| malformed("response", e))
 }
 
 fn encode_request_body(request: &RequestKind, version: i16, out: &mut ChunkedBuf) -> Result<()> {
-    encode_kind!(
-        RequestKind,
-        request,
-        version,
-        out,
-        [
-            Produce,
-            Fetch,
-            ListOffsets,
-            Metadata,
-            OffsetCommit,
-            OffsetFetch,
-            FindCoordinator,
-            JoinGroup,
-            Heartbeat,
-            LeaveGroup,
-            SyncGroup,
-            DescribeGroups,
-            ListGroups,
-            ApiVersions,
-            CreateTopics,
-            DeleteTopics,
-            InitProducerId,
-            DescribeConfigs,
-            DeleteGroups,
-        ]
-    )
-    .map_err(|e| malformed("request", e))
+    encode_served_kind!(RequestKind, request, version, out).map_err(|e| malformed("request", e))
 }
 
 /// Decodes any message struct directly, for callers that know the type.

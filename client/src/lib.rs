@@ -31,6 +31,7 @@ pub mod admin;
 pub mod client;
 pub mod consumer;
 pub mod error;
+pub mod group;
 pub mod metadata;
 pub mod net;
 pub mod producer;

@@ -1,0 +1,8 @@
+//! Consumer groups, client side: the embedded consumer protocol, the
+//! partition assignors, and group membership (see [`crate::Consumer::subscribe`]).
+
+pub mod assignor;
+pub mod protocol;
+
+pub use assignor::{assignor_by_name, Assignor, GroupMember, MemberAssignments, RebalanceProtocol};
+pub use protocol::{Assignment, Subscription};

@@ -2,7 +2,10 @@
 //! partition assignors, and group membership (see [`crate::Consumer::subscribe`]).
 
 pub mod assignor;
+pub mod coordinator;
+pub(crate) mod membership;
 pub mod protocol;
 
 pub use assignor::{assignor_by_name, Assignor, GroupMember, MemberAssignments, RebalanceProtocol};
+pub use coordinator::{CommitIdentity, CommittedOffset, GroupCoordinator};
 pub use protocol::{Assignment, Subscription};

@@ -167,8 +167,10 @@ fn rebalance_between_two_connections_and_session_expiry() -> Result<()> {
     let b_first = join(&mut b, "g", "", SESSION_MS)?;
     let b_id = b_first.member_id.to_string();
     let b_join = send_join(&mut b, "g", &b_id, SESSION_MS)?;
+    // B's request travels on another connection: A learns of the
+    // rebalance from a heartbeat once the broker has taken B's join.
     assert_eq!(
-        heartbeat(&mut a, "g", &a_id, 1)?,
+        heartbeat_until_error(&mut a, &a_id, 1)?,
         code(ErrorCode::RebalanceInProgress)
     );
     let a_second = join(&mut a, "g", &a_id, SESSION_MS)?;
@@ -195,13 +197,7 @@ fn rebalance_between_two_connections_and_session_expiry() -> Result<()> {
 
     // B goes silent; A keeps heartbeating until told to rejoin.
     let started = Instant::now();
-    let error = loop {
-        let error = heartbeat(&mut a, "g", &a_id, 2)?;
-        if error != 0 || started.elapsed() > Duration::from_secs(20) {
-            break error;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let error = heartbeat_until_error(&mut a, &a_id, 2)?;
     assert_eq!(error, code(ErrorCode::RebalanceInProgress));
     assert!(started.elapsed() >= Duration::from_millis(SESSION_MS as u64 / 2));
     let alone = join(&mut a, "g", &a_id, SESSION_MS)?;
@@ -212,6 +208,21 @@ fn rebalance_between_two_connections_and_session_expiry() -> Result<()> {
         code(ErrorCode::UnknownMemberId)
     );
     Ok(())
+}
+
+/// Heartbeats group "g" every 100 ms until the answer is an error.
+fn heartbeat_until_error(client: &mut Client, member_id: &str, generation: i32) -> Result<i16> {
+    let started = Instant::now();
+    loop {
+        let error = heartbeat(client, "g", member_id, generation)?;
+        if error != 0 {
+            return Ok(error);
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            bail!("no error from heartbeats within 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Fetches the group's offsets, waiting out COORDINATOR_LOAD_IN_PROGRESS.

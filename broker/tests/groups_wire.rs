@@ -225,23 +225,6 @@ fn heartbeat_until_error(client: &mut Client, member_id: &str, generation: i32) 
     }
 }
 
-/// Fetches the group's offsets, waiting out COORDINATOR_LOAD_IN_PROGRESS.
-fn fetch_after_load(client: &mut Client, group: &str) -> Result<Vec<Committed>> {
-    let started = Instant::now();
-    loop {
-        let (error, offsets) = fetch_offsets(client, group)?;
-        if error == 0 {
-            return Ok(offsets);
-        }
-        if error != code(ErrorCode::CoordinatorLoadInProgress)
-            || started.elapsed() > Duration::from_secs(20)
-        {
-            bail!("OffsetFetch error {error}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// Acknowledged commits are on disk: they survive SIGKILL of the broker,
 /// including the last of many commits to the same partition and a deleted
 /// group's tombstones.

@@ -2,6 +2,8 @@
 //! built with the skiff-protocol codec and sent on the wire.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+use std::time::{Duration, Instant};
+
 use anyhow::{bail, Result};
 use bytes::Bytes;
 use skiff_protocol::api::messages::{self, GroupId, TopicName};
@@ -299,5 +301,22 @@ pub fn delete_groups(client: &mut Client, groups: &[&str]) -> Result<Vec<(String
             .map(|x| (x.group_id.0.to_string(), x.error_code))
             .collect()),
         other => bail!("unexpected {other:?}"),
+    }
+}
+
+/// Fetches the group's offsets, waiting out COORDINATOR_LOAD_IN_PROGRESS.
+pub fn fetch_after_load(client: &mut Client, group: &str) -> Result<Vec<Committed>> {
+    let started = Instant::now();
+    loop {
+        let (error, offsets) = fetch_offsets(client, group)?;
+        if error == 0 {
+            return Ok(offsets);
+        }
+        if error != skiff_protocol::ErrorCode::CoordinatorLoadInProgress.code()
+            || started.elapsed() > Duration::from_secs(20)
+        {
+            bail!("OffsetFetch error {error}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -125,7 +125,11 @@ impl Broker {
             Arc::clone(&metrics),
         )?;
         let producer_ids = ProducerIdAllocator::open(&data_dir, topics.max_producer_id())?;
-        let groups = Arc::new(GroupRuntime::new(coordinator_config(&config), &topics));
+        let groups = Arc::new(GroupRuntime::new(
+            coordinator_config(&config),
+            config.offsets_retention_check_interval_ms,
+            &topics,
+        ));
         Ok(Broker {
             groups,
             advertised_host: config.advertised_host(),

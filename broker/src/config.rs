@@ -145,6 +145,8 @@ pub struct Config {
     /// How long the committed offsets of an empty group are kept
     /// (`offsets.retention.minutes`, in milliseconds).
     pub offsets_retention_ms: i64,
+    /// How often expired offsets are looked for (`offsets.retention.check.interval.ms`).
+    pub offsets_retention_check_interval_ms: i64,
     /// Smallest session timeout a member may ask for (`group.min.session.timeout.ms`).
     pub group_min_session_timeout_ms: i32,
     /// Largest session timeout a member may ask for (`group.max.session.timeout.ms`).
@@ -174,6 +176,7 @@ impl Default for Config {
             topic: TopicDefaults::default(),
             offsets_topic_partitions: 50,
             offsets_retention_ms: 7 * 24 * 3_600_000,
+            offsets_retention_check_interval_ms: 600_000,
             group_min_session_timeout_ms: 6_000,
             group_max_session_timeout_ms: 1_800_000,
             group_initial_rebalance_delay_ms: 3_000,
@@ -309,6 +312,13 @@ pub struct Cli {
     /// How long an empty group's committed offsets are kept (offsets.retention.minutes, in ms). [default: 604800000]
     #[arg(long, env = "SKIFF_OFFSETS_RETENTION_MS", value_name = "MS")]
     pub offsets_retention_ms: Option<i64>,
+    /// How often expired offsets are looked for (offsets.retention.check.interval.ms). [default: 600000]
+    #[arg(
+        long,
+        env = "SKIFF_OFFSETS_RETENTION_CHECK_INTERVAL_MS",
+        value_name = "MS"
+    )]
+    pub offsets_retention_check_interval_ms: Option<i64>,
     /// Smallest session timeout a group member may use (group.min.session.timeout.ms). [default: 6000]
     #[arg(long, env = "SKIFF_GROUP_MIN_SESSION_TIMEOUT_MS", value_name = "MS")]
     pub group_min_session_timeout_ms: Option<i32>,
@@ -413,6 +423,10 @@ impl Config {
         );
         set(&mut self.offsets_retention_ms, &cli.offsets_retention_ms);
         set(
+            &mut self.offsets_retention_check_interval_ms,
+            &cli.offsets_retention_check_interval_ms,
+        );
+        set(
             &mut self.group_min_session_timeout_ms,
             &cli.group_min_session_timeout_ms,
         );
@@ -456,8 +470,8 @@ impl Config {
         if self.offsets_topic_partitions < 1 {
             return invalid("offsets_topic_partitions", "must be at least 1");
         }
-        if self.offsets_retention_ms < 1 {
-            return invalid("offsets_retention_ms", "must be positive");
+        if self.offsets_retention_ms < 1 || self.offsets_retention_check_interval_ms < 1 {
+            return invalid("offsets_retention_*", "must be positive");
         }
         if self.group_min_session_timeout_ms < 1
             || self.group_max_session_timeout_ms < self.group_min_session_timeout_ms

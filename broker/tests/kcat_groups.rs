@@ -153,6 +153,21 @@ fn wait_for_split(consumers: &[&GroupConsumer], what: &str) -> Result<Vec<BTreeS
     }
 }
 
+/// Waits until the consumers together have consumed every one of `values`.
+fn wait_consumed(consumers: &[GroupConsumer], values: &[String], failure: &str) -> Result<()> {
+    let started = Instant::now();
+    loop {
+        let seen: BTreeSet<String> = consumers.iter().flat_map(|c| c.consumed_values()).collect();
+        if values.iter().all(|v| seen.contains(v)) {
+            return Ok(());
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            bail!("{failure}: {seen:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Three kcat consumers split six partitions disjointly; when one is
 /// killed (no LeaveGroup), its session times out and the other two take
 /// over its partitions and consume what is produced there.
@@ -176,17 +191,7 @@ fn kcat_consumers_split_partitions_and_take_over() -> Result<()> {
     for (p, value) in before.iter().enumerate() {
         produce(&broker, "shared", p as i32, std::slice::from_ref(value))?;
     }
-    let started = Instant::now();
-    loop {
-        let seen: BTreeSet<String> = consumers.iter().flat_map(|c| c.consumed_values()).collect();
-        if before.iter().all(|v| seen.contains(v)) {
-            break;
-        }
-        if started.elapsed() > Duration::from_secs(30) {
-            bail!("not every record consumed: {seen:?}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_consumed(&consumers, &before, "not every record consumed")?;
 
     let mut consumers = consumers;
     let mut victim = consumers.remove(0);
@@ -206,17 +211,11 @@ fn kcat_consumers_split_partitions_and_take_over() -> Result<()> {
     for (p, value) in orphaned.iter().zip(&after) {
         produce(&broker, "shared", *p, std::slice::from_ref(value))?;
     }
-    let started = Instant::now();
-    loop {
-        let seen: BTreeSet<String> = consumers.iter().flat_map(|c| c.consumed_values()).collect();
-        if after.iter().all(|v| seen.contains(v)) {
-            break;
-        }
-        if started.elapsed() > Duration::from_secs(30) {
-            bail!("the killed consumer's partitions were not taken over: {seen:?}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_consumed(
+        &consumers,
+        &after,
+        "the killed consumer's partitions were not taken over",
+    )?;
     Ok(())
 }
 

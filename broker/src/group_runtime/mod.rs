@@ -44,10 +44,6 @@ use crate::coordinator::{
 use crate::topics::{Topic, TopicError, TopicRegistry};
 use persist::Appended;
 
-/// How often expired offsets are looked for
-/// (`offsets.retention.check.interval.ms`).
-const RETENTION_CHECK_INTERVAL_MS: i64 = 600_000;
-
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -105,13 +101,19 @@ pub struct GroupRuntime {
     /// Per offsets partition, the number of the last persist completed.
     completed: Vec<watch::Sender<u64>>,
     partitions: i32,
+    /// How often expired offsets are looked for.
+    retention_check_interval_ms: i64,
     pub metrics: GroupMetrics,
 }
 
 impl GroupRuntime {
     /// Builds the runtime over the registry's `__consumer_offsets`, if it
     /// exists (then every partition is loading until [`Self::start`]).
-    pub fn new(config: CoordinatorConfig, topics: &TopicRegistry) -> GroupRuntime {
+    pub fn new(
+        config: CoordinatorConfig,
+        retention_check_interval_ms: i64,
+        topics: &TopicRegistry,
+    ) -> GroupRuntime {
         let existing = topics.get(OFFSETS_TOPIC);
         let mut config = config;
         if let Some(topic) = &existing {
@@ -145,6 +147,7 @@ impl GroupRuntime {
             wake: Notify::new(),
             completed: (0..slots).map(|_| watch::channel(0).0).collect(),
             partitions,
+            retention_check_interval_ms: retention_check_interval_ms.max(1),
             metrics: GroupMetrics::default(),
         }
     }
@@ -474,14 +477,14 @@ impl GroupRuntime {
 
     /// Fires session and rebalance deadlines, and expires old offsets.
     async fn run_timer(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        let mut next_retention_ms = now_ms() + RETENTION_CHECK_INTERVAL_MS;
+        let mut next_retention_ms = now_ms() + self.retention_check_interval_ms;
         loop {
             let now = now_ms();
             let stages = {
                 let mut inner = lock(&self.inner);
                 let mut out = inner.coordinator.tick(now);
                 if now >= next_retention_ms && !inner.coordinator.is_loading() {
-                    next_retention_ms = now + RETENTION_CHECK_INTERVAL_MS;
+                    next_retention_ms = now + self.retention_check_interval_ms;
                     out.extend(inner.coordinator.expire_offsets(now));
                 }
                 self.plan(&mut inner, out)
@@ -507,3 +510,6 @@ impl GroupRuntime {
         self.with(|c| (c.group_ids().len(), c.member_count()))
     }
 }
+
+#[cfg(test)]
+mod tests;

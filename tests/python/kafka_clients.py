@@ -1,0 +1,198 @@
+"""Drives an unmodified Kafka client library against a broker, for
+tests/tests/compat_python.rs.
+
+Usage: kafka_clients.py LIB COMMAND BOOTSTRAP TOPIC [ARGS...]
+  LIB      kafka-python | confluent
+  produce  TOPIC COUNT COMPRESSION  -> one JSON line per record: [i, partition, offset]
+  consume  TOPIC COUNT              -> one JSON line per record, every partition from offset 0
+  admin    TOPIC PARTITIONS         -> creates, lists, describes and deletes TOPIC
+
+Records produced are key "k{i}", value "{LIB}-{i}" padded to 100+ bytes and
+one header ("i", "{i}"), so the Rust side can check every byte.
+Exits non-zero with a message on stderr on any failure.
+"""
+import json
+import sys
+import time
+
+
+def value_of(lib, i):
+    return ("%s-%d-" % (lib, i)).encode() + b"x" * 100
+
+
+def fail(message):
+    sys.stderr.write(message + "\n")
+    sys.exit(1)
+
+
+def kp_produce(bootstrap, topic, count, compression):
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        compression_type=None if compression == "none" else compression,
+        linger_ms=5,
+    )
+    futures = [
+        (i, producer.send(topic, key=b"k%d" % i, value=value_of("kafka-python", i),
+                          headers=[("i", str(i).encode())]))
+        for i in range(count)
+    ]
+    producer.flush(30)
+    for i, future in futures:
+        metadata = future.get(timeout=30)
+        print(json.dumps([i, metadata.partition, metadata.offset]))
+    producer.close()
+
+
+def ck_produce(bootstrap, topic, count, compression):
+    from confluent_kafka import Producer
+
+    producer = Producer({
+        "bootstrap.servers": bootstrap,
+        "enable.idempotence": True,
+        "compression.type": compression,
+        "linger.ms": 5,
+        # The Java client's default partitioner, so keyed placement is comparable.
+        "partitioner": "murmur2_random",
+    })
+    delivered = []
+    errors = []
+
+    def on_delivery(err, msg):
+        if err is not None:
+            errors.append(str(err))
+        else:
+            # Delivery reports carry no headers; the key holds the index.
+            delivered.append((int(msg.key()[1:]), msg.partition(), msg.offset()))
+
+    for i in range(count):
+        producer.produce(topic, key=b"k%d" % i, value=value_of("confluent", i),
+                         headers=[("i", str(i).encode())], on_delivery=on_delivery)
+        producer.poll(0)
+    left = producer.flush(30)
+    if errors or left:
+        fail("delivery failed: %d undelivered, errors %s" % (left, errors[:5]))
+    for row in sorted(delivered):
+        print(json.dumps(list(row)))
+
+
+def emit(partition, offset, key, value, headers):
+    print(json.dumps({
+        "partition": partition,
+        "offset": offset,
+        "key": None if key is None else key.decode(),
+        "value": value.decode(),
+        "headers": [[k, None if v is None else v.decode()] for k, v in headers or []],
+    }))
+
+
+def kp_consume(bootstrap, topic, count):
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                             auto_offset_reset="earliest")
+    deadline = time.time() + 30
+    partitions = None
+    while partitions is None and time.time() < deadline:
+        partitions = consumer.partitions_for_topic(topic)
+    if not partitions:
+        fail("no partitions for %s" % topic)
+    consumer.assign([TopicPartition(topic, p) for p in sorted(partitions)])
+    seen = 0
+    while seen < count and time.time() < deadline:
+        for records in consumer.poll(timeout_ms=500).values():
+            for r in records:
+                emit(r.partition, r.offset, r.key, r.value, r.headers)
+                seen += 1
+    consumer.close()
+    if seen < count:
+        fail("consumed %d of %d" % (seen, count))
+
+
+def ck_consume(bootstrap, topic, count):
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "compat-assign",
+                         "enable.auto.commit": False})
+    metadata = consumer.list_topics(topic, timeout=10)
+    partitions = sorted(metadata.topics[topic].partitions)
+    consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+    deadline = time.time() + 30
+    seen = 0
+    while seen < count and time.time() < deadline:
+        message = consumer.poll(0.5)
+        if message is None:
+            continue
+        if message.error():
+            fail("consume error: %s" % message.error())
+        emit(message.partition(), message.offset(), message.key(), message.value(),
+             message.headers())
+        seen += 1
+    consumer.close()
+    if seen < count:
+        fail("consumed %d of %d" % (seen, count))
+
+
+def kp_admin(bootstrap, topic, partitions):
+    from kafka.admin import KafkaAdminClient, NewTopic, ConfigResource, ConfigResourceType
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin.create_topics([NewTopic(topic, partitions, 1)])
+    if topic not in admin.list_topics():
+        fail("created topic not listed")
+    described = admin.describe_topics([topic])
+    if len(described[0]["partitions"]) != partitions:
+        fail("described %s" % described)
+    configs = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+    if not configs:
+        fail("no configs")
+    admin.delete_topics([topic])
+    deadline = time.time() + 10
+    while topic in admin.list_topics():
+        if time.time() > deadline:
+            fail("deleted topic still listed")
+        time.sleep(0.1)
+    print(json.dumps({"ok": True}))
+
+
+def ck_admin(bootstrap, topic, partitions):
+    from confluent_kafka.admin import AdminClient, NewTopic, ConfigResource
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for future in admin.create_topics([NewTopic(topic, partitions, 1)]).values():
+        future.result(10)
+    metadata = admin.list_topics(timeout=10)
+    if len(metadata.topics[topic].partitions) != partitions:
+        fail("listed %s" % metadata.topics.get(topic))
+    for future in admin.describe_configs([ConfigResource("topic", topic)]).values():
+        if "retention.ms" not in future.result(10):
+            fail("retention.ms not described")
+    for future in admin.delete_topics([topic]).values():
+        future.result(10)
+    print(json.dumps({"ok": True}))
+
+
+COMMANDS = {
+    ("kafka-python", "produce"): kp_produce,
+    ("confluent", "produce"): ck_produce,
+    ("kafka-python", "consume"): kp_consume,
+    ("confluent", "consume"): ck_consume,
+    ("kafka-python", "admin"): kp_admin,
+    ("confluent", "admin"): ck_admin,
+}
+
+
+def main():
+    lib, command, bootstrap, topic = sys.argv[1:5]
+    rest = sys.argv[5:]
+    handler = COMMANDS.get((lib, command))
+    if handler is None:
+        fail("unknown %s %s" % (lib, command))
+    args = [int(a) if a.isdigit() else a for a in rest]
+    handler(bootstrap, topic, *args)
+
+
+if __name__ == "__main__":
+    main()

@@ -62,6 +62,14 @@ fn one_member_lifecycle_and_error_codes() -> Result<()> {
     assert_eq!(synced.error_code, 0);
     assert_eq!(&synced.assignment[..], b"assignment");
     assert_eq!(heartbeat(&mut client, "g", &me, 1)?, 0);
+    let metrics = broker.scrape()?;
+    for series in [
+        "skiff_groups 1\n",
+        "skiff_group_members 1\n",
+        "skiff_group_rebalances_total 1\n",
+    ] {
+        assert!(metrics.contains(series), "{series} in {metrics}");
+    }
     assert_eq!(
         heartbeat(&mut client, "g", "stranger", 1)?,
         code(ErrorCode::UnknownMemberId)
@@ -110,6 +118,7 @@ fn one_member_lifecycle_and_error_codes() -> Result<()> {
     assert_eq!(described.protocol_data.as_str(), "range");
     assert_eq!(described.members.len(), 1);
     assert_eq!(described.members[0].client_id.as_str(), "skiff-test");
+    assert_eq!(described.members[0].client_host.as_str(), "/127.0.0.1");
     assert_eq!(&described.members[0].member_assignment[..], b"assignment");
     let unknown_group = describe_group(&mut client, "never")?;
     assert_eq!(unknown_group.group_state.as_str(), "Dead");

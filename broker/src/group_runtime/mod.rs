@@ -505,9 +505,18 @@ impl GroupRuntime {
         }
     }
 
-    /// (groups, members) for `/metrics`.
-    pub fn counts(&self) -> (usize, usize) {
-        self.with(|c| (c.group_ids().len(), c.member_count()))
+    /// The group series of `/metrics`, in the Prometheus text format.
+    pub fn render_metrics(&self) -> String {
+        let (groups, members) = self.with(|c| (c.group_ids().len(), c.member_count()));
+        let rebalances = self.metrics.rebalances.load(Ordering::Relaxed);
+        format!(
+            "# HELP skiff_groups Consumer groups coordinated (including empty groups with offsets).\n\
+             # TYPE skiff_groups gauge\nskiff_groups {groups}\n\
+             # HELP skiff_group_members Members of all groups.\n\
+             # TYPE skiff_group_members gauge\nskiff_group_members {members}\n\
+             # HELP skiff_group_rebalances_total Rebalances completed (JoinGroup answered to a leader).\n\
+             # TYPE skiff_group_rebalances_total counter\nskiff_group_rebalances_total {rebalances}\n"
+        )
     }
 }
 

@@ -99,6 +99,7 @@ pub fn start(
     broker: &Arc<Broker>,
     header: &RequestHeader,
     request: RequestKind,
+    client: std::net::IpAddr,
 ) -> Result<Started, HandlerError> {
     let version = header.api_version;
     let response = match request {
@@ -133,7 +134,9 @@ pub fn start(
         }
         RequestKind::JoinGroup(r) => {
             let client_id = header.client_id.as_deref().unwrap_or_default();
-            let answer = groups::membership::join(broker, version, client_id, r);
+            // Kafka reports the host as `InetAddress.toString()` gives it.
+            let client_host = format!("/{client}");
+            let answer = groups::membership::join(broker, version, client_id, client_host, r);
             return Ok(later(async move { ResponseKind::JoinGroup(answer.await) }));
         }
         RequestKind::SyncGroup(r) => {

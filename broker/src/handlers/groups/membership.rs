@@ -47,6 +47,7 @@ pub fn join(
     broker: &Arc<Broker>,
     version: i16,
     client_id: &str,
+    client_host: String,
     request: JoinGroupRequest,
 ) -> BoxFuture<'static, JoinGroupResponse> {
     let member_id = request.member_id.as_str().to_owned();
@@ -59,7 +60,7 @@ pub fn join(
         member_id,
         group_instance_id: opt_string(request.group_instance_id),
         client_id: client_id.to_owned(),
-        client_host: String::new(),
+        client_host,
         session_timeout_ms: request.session_timeout_ms,
         rebalance_timeout_ms: if version >= 1 {
             request.rebalance_timeout_ms

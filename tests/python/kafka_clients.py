@@ -6,6 +6,10 @@ Usage: kafka_clients.py LIB COMMAND BOOTSTRAP TOPIC [ARGS...]
   produce  TOPIC COUNT COMPRESSION  -> one JSON line per record: [i, partition, offset]
   consume  TOPIC COUNT              -> one JSON line per record, every partition from offset 0
   admin    TOPIC PARTITIONS         -> creates, lists, describes and deletes TOPIC
+  group    TOPIC COUNT GROUP        -> a subscribed group consumer reads COUNT records,
+                                       commits and leaves; a second one in the same group
+                                       reports the committed offsets and what it still reads:
+                                       {"consumed": n, "committed": {partition: offset}, "extra": m}
 
 Records produced are key "k{i}", value "{LIB}-{i}" padded to 100+ bytes and
 one header ("i", "{i}"), so the Rust side can check every byte.
@@ -174,6 +178,72 @@ def ck_admin(bootstrap, topic, partitions):
     print(json.dumps({"ok": True}))
 
 
+def kp_group(bootstrap, topic, count, group):
+    from kafka import KafkaConsumer, TopicPartition
+
+    def consumer():
+        return KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=group,
+                             enable_auto_commit=False, auto_offset_reset="earliest")
+
+    first = consumer()
+    deadline = time.time() + 60
+    seen = 0
+    while seen < count and time.time() < deadline:
+        for records in first.poll(timeout_ms=500).values():
+            seen += len(records)
+    first.commit()
+    first.close()
+    second = consumer()
+    extra = 0
+    until = time.time() + 5
+    while time.time() < until or not second.assignment():
+        if time.time() > deadline:
+            fail("second consumer got no assignment")
+        for records in second.poll(timeout_ms=500).values():
+            extra += len(records)
+    committed = {p: second.committed(TopicPartition(topic, p))
+                 for p in sorted(second.partitions_for_topic(topic))}
+    second.close()
+    print(json.dumps({"consumed": seen, "committed": committed, "extra": extra}))
+
+
+def ck_group(bootstrap, topic, count, group):
+    from confluent_kafka import Consumer, TopicPartition
+
+    def consumer():
+        c = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                      "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+        c.subscribe([topic])
+        return c
+
+    first = consumer()
+    deadline = time.time() + 60
+    seen = 0
+    while seen < count and time.time() < deadline:
+        message = first.poll(0.5)
+        if message is None:
+            continue
+        if message.error():
+            fail("consume error: %s" % message.error())
+        seen += 1
+    first.commit(asynchronous=False)
+    first.close()
+    second = consumer()
+    extra = 0
+    until = time.time() + 5
+    while time.time() < until or not second.assignment():
+        if time.time() > deadline:
+            fail("second consumer got no assignment")
+        message = second.poll(0.5)
+        if message is not None and not message.error():
+            extra += 1
+    partitions = sorted(second.list_topics(topic, timeout=10).topics[topic].partitions)
+    found = second.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
+    committed = {tp.partition: tp.offset for tp in found}
+    second.close()
+    print(json.dumps({"consumed": seen, "committed": committed, "extra": extra}))
+
+
 COMMANDS = {
     ("kafka-python", "produce"): kp_produce,
     ("confluent", "produce"): ck_produce,
@@ -181,6 +251,8 @@ COMMANDS = {
     ("confluent", "consume"): ck_consume,
     ("kafka-python", "admin"): kp_admin,
     ("confluent", "admin"): ck_admin,
+    ("kafka-python", "group"): kp_group,
+    ("confluent", "group"): ck_group,
 }
 
 

@@ -154,7 +154,9 @@ impl Broker {
             return Ok(topic);
         }
         crate::topics::validate_topic_name(name)?;
-        if !(self.config.auto_create_topics && allow_auto_create) {
+        // The internal offsets topic is only ever created by the coordinator.
+        let internal = name == crate::coordinator::OFFSETS_TOPIC;
+        if internal || !(self.config.auto_create_topics && allow_auto_create) {
             return Err(TopicError::Unknown {
                 name: name.to_string(),
             });

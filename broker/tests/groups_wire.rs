@@ -293,7 +293,33 @@ fn offsets_topic_is_internal() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let broker = Skiffd::start(dir.path(), FAST_GROUPS)?;
     let mut client = broker.connect()?;
+    // Neither auto-creation (Metadata, Produce) nor CreateTopics makes it:
+    // only the coordinator does, with its partition count and compaction.
+    let mut request = messages::MetadataRequest::default();
+    let mut wanted = messages::metadata_request::MetadataRequestTopic::default();
+    wanted.name = Some(TopicName(s("__consumer_offsets")));
+    request.topics = Some(vec![wanted]);
+    request.allow_auto_topic_creation = true;
+    let ResponseKind::Metadata(metadata) =
+        client.call(ApiKey::Metadata, 9, RequestKind::Metadata(request))?
+    else {
+        bail!("not Metadata")
+    };
+    assert_eq!(
+        metadata.topics[0].error_code,
+        code(ErrorCode::UnknownTopicOrPartition)
+    );
+    let (error, _) = client.produce("__consumer_offsets", 0, batch(&[b"x"], -1, -1, -1), -1)?;
+    assert_eq!(error, code(ErrorCode::InvalidTopicException));
+    assert_eq!(
+        client.create_topic("__consumer_offsets", 50, &[])?,
+        code(ErrorCode::InvalidRequest)
+    );
     assert_eq!(find_coordinator(&mut client, 3, 0, &["g"])?.error_code, 0);
+    assert_eq!(
+        client.create_topic("__consumer_offsets", 50, &[])?,
+        code(ErrorCode::TopicAlreadyExists)
+    );
 
     let mut request = messages::MetadataRequest::default();
     request.topics = None;

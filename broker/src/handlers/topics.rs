@@ -53,6 +53,17 @@ pub fn create(
             response.topics.push(result);
             continue;
         }
+        if name == crate::coordinator::OFFSETS_TOPIC && broker.topics.get(&name).is_none() {
+            // The coordinator creates it, with its partition count and
+            // compaction; one made by a client would not fit.
+            fail(
+                &mut result,
+                ErrorCode::InvalidRequest,
+                format!("{name} is an internal topic, created by the group coordinator"),
+            );
+            response.topics.push(result);
+            continue;
+        }
         if topic.replication_factor != -1 && topic.replication_factor != 1 {
             fail(
                 &mut result,

@@ -399,3 +399,35 @@ fn deleted_topic_offsets_are_dropped() -> Result<()> {
     );
     Ok(())
 }
+
+/// A graceful stop does not wait for parked JoinGroups: they are answered
+/// NOT_COORDINATOR (or their connection closes) and skiffd exits cleanly
+/// well within the 30 s it would otherwise wait for in-flight requests.
+#[test]
+fn shutdown_releases_parked_joins() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let broker = Skiffd::start(dir.path(), FAST_GROUPS)?;
+    let mut a = broker.connect()?;
+    let mut b = broker.connect()?;
+    let first = join_new(&mut a, "g", 60_000)?;
+    let a_id = first.member_id.to_string();
+    assert_eq!(sync(&mut a, "g", &a_id, 1, &[(&a_id, b"x")])?.error_code, 0);
+    let b_first = join(&mut b, "g", "", 60_000)?;
+    let parked = send_join(&mut b, "g", b_first.member_id.as_str(), 60_000)?;
+    // The join is parked once A hears of the rebalance.
+    assert_eq!(
+        heartbeat_until_error(&mut a, &a_id, 1)?,
+        code(ErrorCode::RebalanceInProgress)
+    );
+    let started = Instant::now();
+    assert_eq!(broker.stop()?, 0);
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "stop took {:?}",
+        started.elapsed()
+    );
+    if let Ok(response) = receive_join(&mut b, parked) {
+        assert_eq!(response.error_code, code(ErrorCode::NotCoordinator));
+    }
+    Ok(())
+}

@@ -500,8 +500,30 @@ impl GroupRuntime {
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(wait_ms)) => {}
                 _ = self.wake.notified() => {}
-                _ = shutdown.changed() => return,
+                _ = shutdown.changed() => {
+                    self.release_parked();
+                    return;
+                }
             }
+        }
+    }
+
+    /// Answers every parked JoinGroup and SyncGroup NOT_COORDINATOR, as
+    /// Kafka does when it stops coordinating: shutdown waits for in-flight
+    /// requests, and these could otherwise wait a whole rebalance timeout.
+    fn release_parked(&self) {
+        let (joins, syncs) = {
+            let mut inner = lock(&self.inner);
+            (
+                std::mem::take(&mut inner.joins),
+                std::mem::take(&mut inner.syncs),
+            )
+        };
+        for (_, tx) in joins {
+            let _ = tx.send(JoinResponse::error(ErrorCode::NotCoordinator, ""));
+        }
+        for (_, tx) in syncs {
+            let _ = tx.send(SyncResponse::error(ErrorCode::NotCoordinator));
         }
     }
 

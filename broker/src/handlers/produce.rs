@@ -77,6 +77,15 @@ pub fn append_all(broker: &Arc<Broker>, _version: i16, request: ProduceRequest) 
                         "transactions are not supported",
                     ),
                 )
+            } else if name == crate::coordinator::OFFSETS_TOPIC {
+                // Kafka refuses client writes to internal topics.
+                (
+                    None,
+                    Appended::failed(
+                        ErrorCode::InvalidTopicException,
+                        "cannot append to internal topic __consumer_offsets",
+                    ),
+                )
             } else if !matches!(acks, -1..=1) {
                 (
                     None,

@@ -161,9 +161,17 @@ pub fn delete(
     let mut response = DeleteTopicsResponse::default();
     for name in request.topic_names {
         let mut result = DeletableTopicResult::default();
-        if let Err(error) = broker.topics.delete(name.as_str()) {
+        if name.as_str() == crate::coordinator::OFFSETS_TOPIC {
+            // As Kafka's controller: internal topics cannot be deleted.
+            result.error_code = ErrorCode::InvalidRequest.code();
+            result.error_message = Some(str_bytes(
+                "__consumer_offsets is an internal topic and cannot be deleted",
+            ));
+        } else if let Err(error) = broker.topics.delete(name.as_str()) {
             result.error_code = topic_error_code(&error).code();
             result.error_message = Some(str_bytes(error.to_string()));
+        } else {
+            broker.groups.topics_deleted(&[name.as_str().to_owned()]);
         }
         result.name = Some(name);
         response.responses.push(result);

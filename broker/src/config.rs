@@ -257,7 +257,7 @@ pub struct Cli {
     /// Close a connection after this long without a request. [default: 600000]
     #[arg(long, env = "SKIFF_IDLE_TIMEOUT_MS", value_name = "MS")]
     pub idle_timeout_ms: Option<u64>,
-    /// Create unknown topics on Metadata and Produce (true/false). [default: true]
+    /// Create unknown topics when a client asks for them in Metadata, as Kafka does (true/false). [default: true]
     #[arg(long, env = "SKIFF_AUTO_CREATE_TOPICS", action = ArgAction::Set, value_name = "BOOL")]
     pub auto_create_topics: Option<bool>,
     /// Partitions of auto-created topics and of CreateTopics with -1 (num.partitions). [default: 1]

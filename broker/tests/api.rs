@@ -77,6 +77,10 @@ fn metadata_and_auto_creation() -> Result<()> {
         assert_eq!(response.topics[0].error_code, 0, "v{version}");
         assert_eq!(response.topics[0].partitions.len(), 3);
     }
+    // Produce never creates a topic, even with auto-creation on: Kafka
+    // creates topics only on Metadata, which clients send first.
+    let (error, _) = client.produce("produced-to", 0, batch(&[b"x"], -1, -1, -1), 1)?;
+    assert_eq!(error, ErrorCode::UnknownTopicOrPartition.code());
     let refused = metadata(&mut client, 9, Some(&["not-made"]), false)?;
     assert_eq!(
         refused.topics[0].error_code,

@@ -6,10 +6,15 @@ Usage: kafka_clients.py LIB COMMAND BOOTSTRAP TOPIC [ARGS...]
   produce  TOPIC COUNT COMPRESSION  -> one JSON line per record: [i, partition, offset]
   consume  TOPIC COUNT              -> one JSON line per record, every partition from offset 0
   admin    TOPIC PARTITIONS         -> creates, lists, describes and deletes TOPIC
-  group    TOPIC COUNT GROUP        -> a subscribed group consumer reads COUNT records,
-                                       commits and leaves; a second one in the same group
-                                       reports the committed offsets and what it still reads:
-                                       {"consumed": n, "committed": {partition: offset}, "extra": m}
+  group    TOPIC GROUP STRATEGY STOP_FILE
+                                    -> consumes TOPIC as a member of GROUP (assignor
+                                       STRATEGY: range | roundrobin | cooperative-sticky),
+                                       committing after every poll, until STOP_FILE exists;
+                                       then closes (commit + leave). One JSON line per
+                                       record {"partition", "offset", "value"}, and one
+                                       {"assigned": [...]} per assignment change.
+  describe GROUP                    -> {"state", "members": [{"client_id", "partitions"}],
+                                        "offsets": {partition: committed}}
 
 Records produced are key "k{i}", value "{LIB}-{i}" padded to 100+ bytes and
 one header ("i", "{i}"), so the Rust side can check every byte.
@@ -178,70 +183,105 @@ def ck_admin(bootstrap, topic, partitions):
     print(json.dumps({"ok": True}))
 
 
-def kp_group(bootstrap, topic, count, group):
-    from kafka import KafkaConsumer, TopicPartition
+def kp_group(bootstrap, topic, group, strategy, stop_file):
+    import os
+    from kafka import KafkaConsumer, ConsumerRebalanceListener
+    from kafka.coordinator.assignors.range import RangePartitionAssignor
+    from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+    from kafka.coordinator.assignors.sticky.sticky_assignor import StickyPartitionAssignor
 
-    def consumer():
-        return KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=group,
-                             enable_auto_commit=False, auto_offset_reset="earliest")
+    assignors = {"range": RangePartitionAssignor, "roundrobin": RoundRobinPartitionAssignor,
+                 "sticky": StickyPartitionAssignor}
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
+                             client_id="kafka-python",
+                             enable_auto_commit=False, auto_offset_reset="earliest",
+                             partition_assignment_strategy=[assignors[strategy]],
+                             session_timeout_ms=10000, heartbeat_interval_ms=1000)
 
-    first = consumer()
-    deadline = time.time() + 60
-    seen = 0
-    while seen < count and time.time() < deadline:
-        for records in first.poll(timeout_ms=500).values():
-            seen += len(records)
-    first.commit()
-    first.close()
-    second = consumer()
-    extra = 0
-    until = time.time() + 5
-    while time.time() < until or not second.assignment():
-        if time.time() > deadline:
-            fail("second consumer got no assignment")
-        for records in second.poll(timeout_ms=500).values():
-            extra += len(records)
-    committed = {p: second.committed(TopicPartition(topic, p))
-                 for p in sorted(second.partitions_for_topic(topic))}
-    second.close()
-    print(json.dumps({"consumed": seen, "committed": committed, "extra": extra}))
+    # Every poll's records are committed before the next poll, so nothing
+    # is left to commit on revoke (kafka-python 3 forbids blocking calls here).
+    class Listener(ConsumerRebalanceListener):
+        def on_partitions_revoked(self, revoked):
+            pass
+
+        def on_partitions_assigned(self, assigned):
+            print(json.dumps({"assigned": sorted(tp.partition for tp in assigned)}), flush=True)
+
+    consumer.subscribe([topic], listener=Listener())
+    while not os.path.exists(stop_file):
+        batch = consumer.poll(timeout_ms=200)
+        for records in batch.values():
+            for r in records:
+                print(json.dumps({"partition": r.partition, "offset": r.offset,
+                                  "value": r.value.decode()}), flush=True)
+        if batch:
+            consumer.commit()
+    consumer.close()
 
 
-def ck_group(bootstrap, topic, count, group):
-    from confluent_kafka import Consumer, TopicPartition
+def ck_group(bootstrap, topic, group, strategy, stop_file):
+    import os
+    from confluent_kafka import Consumer
 
-    def consumer():
-        c = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
-                      "enable.auto.commit": False, "auto.offset.reset": "earliest"})
-        c.subscribe([topic])
-        return c
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                         "client.id": "confluent",
+                         "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                         "partition.assignment.strategy": strategy,
+                         "session.timeout.ms": 10000, "heartbeat.interval.ms": 1000})
+    owned = set()
 
-    first = consumer()
-    deadline = time.time() + 60
-    seen = 0
-    while seen < count and time.time() < deadline:
-        message = first.poll(0.5)
-        if message is None:
-            continue
-        if message.error():
-            fail("consume error: %s" % message.error())
-        seen += 1
-    first.commit(asynchronous=False)
-    first.close()
-    second = consumer()
-    extra = 0
-    until = time.time() + 5
-    while time.time() < until or not second.assignment():
-        if time.time() > deadline:
-            fail("second consumer got no assignment")
-        message = second.poll(0.5)
-        if message is not None and not message.error():
-            extra += 1
-    partitions = sorted(second.list_topics(topic, timeout=10).topics[topic].partitions)
-    found = second.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
-    committed = {tp.partition: tp.offset for tp in found}
-    second.close()
-    print(json.dumps({"consumed": seen, "committed": committed, "extra": extra}))
+    def on_assign(c, partitions):
+        if strategy == "cooperative-sticky":
+            owned.update(tp.partition for tp in partitions)
+            c.incremental_assign(partitions)
+        else:
+            owned.clear()
+            owned.update(tp.partition for tp in partitions)
+            c.assign(partitions)
+        print(json.dumps({"assigned": sorted(owned)}), flush=True)
+
+    def on_revoke(c, partitions):
+        if partitions:
+            try:
+                c.commit(asynchronous=False)
+            except Exception:
+                pass  # nothing consumed since the last commit
+        if strategy == "cooperative-sticky":
+            owned.difference_update(tp.partition for tp in partitions)
+            c.incremental_unassign(partitions)
+        else:
+            owned.clear()
+            c.unassign()
+
+    consumer.subscribe([topic], on_assign=on_assign, on_revoke=on_revoke)
+    while not os.path.exists(stop_file):
+        messages = consumer.consume(500, 0.2)
+        for m in messages:
+            if m.error():
+                fail("consume error: %s" % m.error())
+            print(json.dumps({"partition": m.partition(), "offset": m.offset(),
+                              "value": m.value().decode()}), flush=True)
+        if messages:
+            consumer.commit(asynchronous=False)
+    consumer.close()
+
+
+def kp_describe(bootstrap, group):
+    from kafka.admin import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    described = admin.describe_groups([group])[group]
+    if described.get("error"):
+        fail("describe_groups: %s" % described["error"])
+    members = []
+    for m in described["members"]:
+        assignment = m.get("member_assignment") or {}
+        partitions = sorted(p for t in assignment.get("assigned_partitions", [])
+                            for p in t.get("partitions", []))
+        members.append({"client_id": m["client_id"], "partitions": partitions})
+    offsets = admin.list_group_offsets(group)[group]
+    print(json.dumps({"state": described["group_state"], "members": members,
+                      "offsets": {str(tp.partition): o.offset for tp, o in offsets.items()}}))
 
 
 COMMANDS = {
@@ -253,6 +293,7 @@ COMMANDS = {
     ("confluent", "admin"): ck_admin,
     ("kafka-python", "group"): kp_group,
     ("confluent", "group"): ck_group,
+    ("kafka-python", "describe"): kp_describe,
 }
 
 

@@ -58,6 +58,23 @@ pub fn ensure_python_clients() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `kafka_clients.py CLIENT COMMAND BOOTSTRAP TOPIC ARGS…` as a command to
+/// spawn, for long-running commands such as `group`.
+pub fn python_client_command(
+    client: PythonClient,
+    command: &str,
+    bootstrap: &str,
+    topic: &str,
+    args: &[&str],
+) -> Command {
+    let mut process = Command::new(interpreter());
+    process
+        .arg(script())
+        .args([client.name(), command, bootstrap, topic])
+        .args(args);
+    process
+}
+
 /// Runs `kafka_clients.py CLIENT COMMAND BOOTSTRAP TOPIC ARGS…` and returns
 /// its stdout, one JSON document per line.
 pub fn run_python_client(
@@ -67,10 +84,7 @@ pub fn run_python_client(
     topic: &str,
     args: &[&str],
 ) -> anyhow::Result<Vec<serde_json::Value>> {
-    let output = Command::new(interpreter())
-        .arg(script())
-        .args([client.name(), command, bootstrap, topic])
-        .args(args)
+    let output = python_client_command(client, command, bootstrap, topic, args)
         .output()
         .context("running kafka_clients.py")?;
     if !output.status.success() {

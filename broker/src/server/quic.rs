@@ -150,7 +150,10 @@ async fn serve_stream(
     if recv.read_exact(&mut request).await.is_err() {
         return;
     }
-    match dispatch(&broker, request.freeze()).outcome().await {
+    match dispatch(&broker, request.freeze(), peer.ip())
+        .outcome()
+        .await
+    {
         Outcome::Respond(mut frame) => {
             if send.write_all_chunks(&mut frame.chunks).await.is_ok() {
                 let _ = send.finish();

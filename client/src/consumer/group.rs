@@ -48,7 +48,9 @@ struct Subscribed {
 pub(super) struct GroupState {
     coordinator: Arc<GroupCoordinator>,
     subscribed: Option<Subscribed>,
-    listener: Option<Box<dyn RebalanceListener>>,
+    /// In a mutex only so that the consumer stays `Sync` (it is only ever
+    /// used through `&mut Consumer`).
+    listener: Option<std::sync::Mutex<Box<dyn RebalanceListener>>>,
     last_auto_commit: Instant,
 }
 
@@ -73,6 +75,16 @@ pub(super) async fn next_event(group: &mut Option<GroupState>) -> Option<GroupEv
 }
 
 impl Consumer {
+    fn listener(&mut self) -> Option<&mut Box<dyn RebalanceListener>> {
+        let listener = self.group.as_mut()?.listener.as_mut()?;
+        // A listener that panicked is still called: its state is its own.
+        Some(
+            listener
+                .get_mut()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        )
+    }
+
     fn group_state(&self) -> Result<&GroupState> {
         self.group
             .as_ref()
@@ -128,7 +140,7 @@ impl Consumer {
         listener: Box<dyn RebalanceListener>,
     ) -> Result<()> {
         if let Some(group) = self.group.as_mut() {
-            group.listener = Some(listener);
+            group.listener = Some(std::sync::Mutex::new(listener));
         }
         self.subscribe(topics).await
     }
@@ -203,7 +215,7 @@ impl Consumer {
                         tracing::warn!(%error, "commit of revoked partitions failed");
                     }
                 }
-                if let Some(listener) = self.group.as_mut().and_then(|g| g.listener.as_mut()) {
+                if let Some(listener) = self.listener() {
                     if lost {
                         listener.on_lost(&partitions);
                     } else {
@@ -233,7 +245,7 @@ impl Consumer {
                         state.awaiting_committed = true;
                     }
                 }
-                if let Some(listener) = self.group.as_mut().and_then(|g| g.listener.as_mut()) {
+                if let Some(listener) = self.listener() {
                     listener.on_assigned(&added);
                 }
                 self.resolve_committed().await
@@ -382,15 +394,15 @@ impl Consumer {
     /// so that a restart gets the same partitions back.
     pub async fn close(mut self) -> Result<()> {
         let mut outcome = Ok(());
-        let subscribed = self.group.as_mut().and_then(|g| g.subscribed.take());
         if self.config.enable_auto_commit && self.group.is_some() {
             outcome = self.commit_sync().await;
         }
+        let subscribed = self.group.as_mut().and_then(|g| g.subscribed.take());
         let Some(mut subscribed) = subscribed else {
             return outcome;
         };
         let owned = self.assignment();
-        if let Some(listener) = self.group.as_mut().and_then(|g| g.listener.as_mut()) {
+        if let Some(listener) = self.listener() {
             if !owned.is_empty() {
                 listener.on_revoked(&owned);
             }

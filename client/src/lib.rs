@@ -46,7 +46,9 @@ pub use consumer::{
     TopicPartition,
 };
 pub use error::{Error, Result};
-pub use group::{CommittedOffset, GroupCoordinator};
+pub use group::{
+    CommittedOffset, GroupCoordinator, GroupDescription, GroupListing, MemberDescription,
+};
 pub use metadata::{ClusterMetadata, PartitionMetadata, TopicMetadata};
 pub use net::{BrokerAddress, QuicTrust, Transport};
 pub use producer::{

@@ -326,14 +326,26 @@ fn spawn_producer(
 /// once, none skipped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cooperative_join_leave_and_death_skip_nothing() -> anyhow::Result<()> {
+    join_leave_and_death("cooperative-sticky").await
+}
+
+/// The same with the eager range assignor: every rebalance revokes
+/// everything (committing it first), and still nothing is skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eager_join_leave_and_death_skip_nothing() -> anyhow::Result<()> {
+    join_leave_and_death("range").await
+}
+
+async fn join_leave_and_death(strategy: &str) -> anyhow::Result<()> {
     skiff_tests::init_tracing();
+    let cooperative = strategy == "cooperative-sticky";
     let dir = tempfile::tempdir()?;
     let broker = Broker::start_with(skiffd_bin!(), dir.path(), FAST_GROUPS)?;
     let client = broker.client(Transport::Tcp).await?;
-    let topic = "moving";
+    let topic = &format!("moving-{strategy}");
     create_topic(&client, topic, 12).await?;
     let (stop_producing, producing) = spawn_producer(client.clone(), topic);
-    let config = || group_config("coop", "cooperative-sticky");
+    let config = || group_config(strategy, strategy);
     let a = Member::start(broker.client_config(Transport::Tcp)?, config(), topic).await?;
     let b = Member::start(broker.client_config(Transport::Tcp)?, config(), topic).await?;
     wait_until(
@@ -350,7 +362,7 @@ async fn cooperative_join_leave_and_death_skip_nothing() -> anyhow::Result<()> {
         c.assignment().len() == 4 && covers(&[&a, &b, &c], 12)
     })
     .await?;
-    {
+    if cooperative {
         let seen = a.seen.lock().unwrap();
         let revoked: Vec<i32> = seen.revoked[a_revocations_before..]
             .iter()
@@ -403,5 +415,169 @@ async fn cooperative_join_leave_and_death_skip_nothing() -> anyhow::Result<()> {
         all.extend(seen.lock().unwrap().records.iter().copied());
     }
     check_none_skipped(&all, &ends)?;
+    Ok(())
+}
+
+/// Offsets committed by members survive a SIGKILL of the broker: after the
+/// restart the group's committed offsets are the same, and a new member
+/// resumes right after them (no record consumed twice, none skipped).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committed_offsets_survive_broker_sigkill() -> anyhow::Result<()> {
+    skiff_tests::init_tracing();
+    let dir = tempfile::tempdir()?;
+    let mut broker = Broker::start_with(skiffd_bin!(), dir.path(), FAST_GROUPS)?;
+    let client = broker.client(Transport::Tcp).await?;
+    let topic = "durable";
+    create_topic(&client, topic, 4).await?;
+    produce(&client, topic, 0, 200).await?;
+    let member = Member::start(
+        broker.client_config(Transport::Tcp)?,
+        group_config("durable", "range"),
+        topic,
+    )
+    .await?;
+    wait_until("200 records", Duration::from_secs(15), || {
+        member.records().len() >= 200
+    })
+    .await?;
+    let first = member.close().await?;
+    let first: Vec<(i32, i64)> = first.lock().unwrap().records.clone();
+    let partitions: Vec<TopicPartition> = (0..4).map(|p| TopicPartition::new(topic, p)).collect();
+    let before = Consumer::new(client.clone(), group_config("durable", "range"))
+        .committed(&partitions)
+        .await?;
+    ensure!(before.values().all(Option::is_some), "{before:?}");
+
+    broker.restart()?;
+    let client = broker.client(Transport::Tcp).await?;
+    let after = Consumer::new(client.clone(), group_config("durable", "range"))
+        .committed(&partitions)
+        .await?;
+    ensure!(after == before, "before {before:?} after {after:?}");
+    produce(&client, topic, 200, 100).await?;
+    let member = Member::start(
+        broker.client_config(Transport::Tcp)?,
+        group_config("durable", "range"),
+        topic,
+    )
+    .await?;
+    wait_until("the 100 new records", Duration::from_secs(15), || {
+        member.records().len() >= 100
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = member.close().await?;
+    let second: Vec<(i32, i64)> = second.lock().unwrap().records.clone();
+    ensure!(
+        second.len() == 100,
+        "resumed with {} records, not the 100 new ones",
+        second.len()
+    );
+    let mut all = first;
+    all.extend(second);
+    let distinct: BTreeSet<(i32, i64)> = all.iter().copied().collect();
+    ensure!(distinct.len() == all.len(), "records consumed twice");
+    check_none_skipped(&all, &log_ends(&client, topic, 4).await?)?;
+    Ok(())
+}
+
+/// A static member (group.instance.id) that restarts within its session
+/// timeout gets its old partitions back without a rebalance: the other
+/// member revokes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_member_restart_keeps_its_partitions() -> anyhow::Result<()> {
+    skiff_tests::init_tracing();
+    let dir = tempfile::tempdir()?;
+    let broker = Broker::start_with(skiffd_bin!(), dir.path(), FAST_GROUPS)?;
+    let client = broker.client(Transport::Tcp).await?;
+    let topic = "static";
+    create_topic(&client, topic, 6).await?;
+    let config = |instance: &str| ConsumerConfig {
+        group_instance_id: Some(instance.to_string()),
+        session_timeout: Duration::from_secs(10),
+        ..group_config("static", "range")
+    };
+    let a = Member::start(broker.client_config(Transport::Tcp)?, config("a"), topic).await?;
+    let b = Member::start(broker.client_config(Transport::Tcp)?, config("b"), topic).await?;
+    wait_until(
+        "a and b to split 6 partitions",
+        Duration::from_secs(15),
+        || a.assignment().len() == 3 && covers(&[&a, &b], 6),
+    )
+    .await?;
+    let a_partitions = a.assignment();
+    let b_revocations = b.seen.lock().unwrap().revoked.len();
+    a.close().await?;
+    let a = Member::start(broker.client_config(Transport::Tcp)?, config("a"), topic).await?;
+    wait_until("a to be back", Duration::from_secs(15), || {
+        a.assignment().len() == 3
+    })
+    .await?;
+    ensure!(
+        a.assignment() == a_partitions,
+        "{:?} != {:?}",
+        a.assignment(),
+        a_partitions
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    ensure!(
+        b.seen.lock().unwrap().revoked.len() == b_revocations,
+        "b went through a rebalance"
+    );
+    a.close().await?;
+    b.close().await?;
+    Ok(())
+}
+
+/// A member that stops polling for longer than max_poll_interval leaves the
+/// group: the others take its partitions, its late commit is refused
+/// (fenced), its listener hears the partitions are lost, and it rejoins
+/// when it polls again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_poller_leaves_and_rejoins() -> anyhow::Result<()> {
+    skiff_tests::init_tracing();
+    let dir = tempfile::tempdir()?;
+    let broker = Broker::start_with(skiffd_bin!(), dir.path(), FAST_GROUPS)?;
+    let client = broker.client(Transport::Tcp).await?;
+    let topic = "slow";
+    create_topic(&client, topic, 4).await?;
+    produce(&client, topic, 0, 40).await?;
+    let config = ConsumerConfig {
+        max_poll_interval: Duration::from_millis(1500),
+        ..group_config("slow", "range")
+    };
+    let fast = Member::start(broker.client_config(Transport::Tcp)?, config.clone(), topic).await?;
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let mut slow = Consumer::new(client.clone(), config);
+    slow.subscribe_with_listener(&[topic], Box::new(Recorder(Arc::clone(&seen))))
+        .await?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !(seen.lock().unwrap().assignment.len() == 2 && fast.assignment().len() == 2) {
+        ensure!(Instant::now() < deadline, "no split");
+        slow.poll(Duration::from_millis(100)).await?;
+    }
+    // Stop polling: the fast member ends up with everything.
+    wait_until(
+        "the fast member to take over",
+        Duration::from_secs(15),
+        || fast.assignment().len() == 4,
+    )
+    .await?;
+    let late = slow.commit_sync().await;
+    ensure!(
+        late.is_err(),
+        "a commit after leaving the group must be refused"
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !(seen.lock().unwrap().assignment.len() == 2 && fast.assignment().len() == 2) {
+        ensure!(Instant::now() < deadline, "the slow member did not rejoin");
+        slow.poll(Duration::from_millis(100)).await?;
+    }
+    ensure!(
+        !seen.lock().unwrap().lost.is_empty(),
+        "the listener was not told of the loss"
+    );
+    slow.close().await?;
+    fast.close().await?;
     Ok(())
 }

@@ -186,8 +186,13 @@ impl Consumer {
                 pending.push(event);
             }
         }
+        // Only a member of a generation can commit; while it joins there is
+        // nothing of its own to commit anyway.
         let auto_commit_due = self.config.enable_auto_commit
-            && group.subscribed.is_some()
+            && group
+                .subscribed
+                .as_ref()
+                .is_some_and(|s| s.shared.generation().generation >= 0)
             && group.last_auto_commit.elapsed() >= self.config.auto_commit_interval;
         for event in pending {
             self.on_group_event(event).await?;

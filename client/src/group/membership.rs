@@ -286,14 +286,17 @@ impl Membership {
         loop {
             if self.left_for_poll_timeout {
                 // Rejoin only once the application polls again.
-                let polled = Arc::clone(&self.shared);
-                match self
-                    .or_command(async {
-                        polled.polled.notified().await;
-                        Ok(())
-                    })
-                    .await
-                {
+                let shared = Arc::clone(&self.shared);
+                let limit = self.config.rebalance_timeout;
+                let polled_again = async move {
+                    // Every poll leaves a wake-up permit, so check the time
+                    // since the last poll rather than trusting one wake-up.
+                    while shared.since_poll() > limit {
+                        shared.polled.notified().await;
+                    }
+                    Ok(())
+                };
+                match self.or_command(polled_again).await {
                     Ok(_) => self.left_for_poll_timeout = false,
                     Err(flow) => return Ok(flow),
                 }

@@ -581,3 +581,50 @@ async fn slow_poller_leaves_and_rejoins() -> anyhow::Result<()> {
     fast.close().await?;
     Ok(())
 }
+
+/// Bad group settings are typed errors at `subscribe`, before anything is
+/// sent: no group id, no topics, an unknown assignor, a heartbeat interval
+/// not below the session timeout; group calls without a group id too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_group_settings_are_refused() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let broker = Broker::start_with(skiffd_bin!(), dir.path(), FAST_GROUPS)?;
+    let client = broker.client(Transport::Tcp).await?;
+    let mut no_group = Consumer::new(client.clone(), ConsumerConfig::default());
+    let refused = no_group.subscribe(&["t"]).await;
+    ensure!(
+        matches!(refused, Err(skiff_client::Error::NoGroup(_))),
+        "{refused:?}"
+    );
+    ensure!(matches!(
+        no_group.commit_sync().await,
+        Err(skiff_client::Error::NoGroup(_))
+    ));
+    ensure!(matches!(
+        no_group.committed(&[TopicPartition::new("t", 0)]).await,
+        Err(skiff_client::Error::NoGroup(_))
+    ));
+    let mut consumer = Consumer::new(client.clone(), group_config("g", "range"));
+    let refused = consumer.subscribe(&[]).await;
+    ensure!(
+        matches!(refused, Err(skiff_client::Error::Config(_))),
+        "{refused:?}"
+    );
+    let mut consumer = Consumer::new(client.clone(), group_config("g", "fastest"));
+    let refused = consumer.subscribe(&["t"]).await;
+    ensure!(
+        matches!(&refused, Err(skiff_client::Error::Config(m)) if m.contains("fastest")),
+        "{refused:?}"
+    );
+    let config = ConsumerConfig {
+        heartbeat_interval: Duration::from_secs(2),
+        session_timeout: Duration::from_secs(2),
+        ..group_config("g", "range")
+    };
+    let refused = Consumer::new(client, config).subscribe(&["t"]).await;
+    ensure!(
+        matches!(refused, Err(skiff_client::Error::Config(_))),
+        "{refused:?}"
+    );
+    Ok(())
+}

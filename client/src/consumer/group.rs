@@ -337,10 +337,10 @@ impl Consumer {
         &self,
         offsets: &BTreeMap<TopicPartition, CommittedOffset>,
     ) -> Result<()> {
+        let coordinator = Arc::clone(&self.group_state()?.coordinator);
         if offsets.is_empty() {
             return Ok(());
         }
-        let coordinator = Arc::clone(&self.group_state()?.coordinator);
         let results = coordinator.commit(&self.commit_identity(), offsets).await?;
         results.into_values().collect::<Result<Vec<()>>>().map(drop)
     }

@@ -628,3 +628,57 @@ async fn bad_group_settings_are_refused() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// The eager sticky assignor keeps partitions where they were: when a third
+/// member joins two that share 12 partitions, each of the two keeps 4 of its
+/// 6 and only gives up 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eager_sticky_keeps_partitions_in_place() -> anyhow::Result<()> {
+    skiff_tests::init_tracing();
+    let dir = tempfile::tempdir()?;
+    let broker = Broker::start_with(skiffd_bin!(), dir.path(), FAST_GROUPS)?;
+    let client = broker.client(Transport::Tcp).await?;
+    let topic = "sticky";
+    create_topic(&client, topic, 12).await?;
+    let a = Member::start(
+        broker.client_config(Transport::Tcp)?,
+        group_config("sticky", "sticky"),
+        topic,
+    )
+    .await?;
+    let b = Member::start(
+        broker.client_config(Transport::Tcp)?,
+        group_config("sticky", "sticky"),
+        topic,
+    )
+    .await?;
+    wait_until("a and b to split 12", Duration::from_secs(15), || {
+        a.assignment().len() == 6 && covers(&[&a, &b], 12)
+    })
+    .await?;
+    let (a_before, b_before) = (a.assignment(), b.assignment());
+    let c = Member::start(
+        broker.client_config(Transport::Tcp)?,
+        group_config("sticky", "sticky"),
+        topic,
+    )
+    .await?;
+    wait_until("three to split 12", Duration::from_secs(15), || {
+        c.assignment().len() == 4 && covers(&[&a, &b, &c], 12)
+    })
+    .await?;
+    ensure!(
+        a.assignment().is_subset(&a_before),
+        "{:?} vs {a_before:?}",
+        a.assignment()
+    );
+    ensure!(
+        b.assignment().is_subset(&b_before),
+        "{:?} vs {b_before:?}",
+        b.assignment()
+    );
+    for member in [a, b, c] {
+        member.close().await?;
+    }
+    Ok(())
+}

@@ -156,6 +156,9 @@ pub(crate) struct Membership {
     member_id: String,
     generation: i32,
     owned: BTreeSet<TopicPartition>,
+    /// The last assignment received and its generation (for eager sticky).
+    previous: BTreeSet<TopicPartition>,
+    previous_generation: i32,
     /// Set when the application has not polled within the rebalance timeout.
     left_for_poll_timeout: bool,
 }
@@ -183,6 +186,8 @@ impl Membership {
             member_id: String::new(),
             generation: -1,
             owned: BTreeSet::new(),
+            previous: BTreeSet::new(),
+            previous_generation: -1,
             left_for_poll_timeout: false,
         }
     }
@@ -230,11 +235,22 @@ impl Membership {
         let owned: Vec<TopicPartition> = self.owned.iter().cloned().collect();
         let mut protocols = Vec::with_capacity(self.config.assignors.len());
         for assignor in &self.config.assignors {
-            let subscription = Subscription {
-                topics: self.topics.clone(),
-                owned_partitions: owned.clone(),
-                generation: self.generation,
-                user_data: None,
+            // An eager member owns nothing when it joins (it revoked all),
+            // but an eager sticky assignor needs to know what it had.
+            let subscription = if assignor.wants_previous_assignment() {
+                Subscription {
+                    topics: self.topics.clone(),
+                    owned_partitions: self.previous.iter().cloned().collect(),
+                    generation: self.previous_generation,
+                    user_data: None,
+                }
+            } else {
+                Subscription {
+                    topics: self.topics.clone(),
+                    owned_partitions: owned.clone(),
+                    generation: self.generation,
+                    user_data: None,
+                }
             };
             protocols.push(
                 JoinGroupRequestProtocol::default()
@@ -418,6 +434,8 @@ impl Membership {
                     return Ok(Flow::Stop);
                 }
             }
+            self.previous = assigned.clone();
+            self.previous_generation = generation;
             self.owned = assigned;
             let _ = self.events.send(GroupEvent::Assign {
                 partitions: self.owned.iter().cloned().collect(),
@@ -544,6 +562,7 @@ impl Membership {
     async fn lose_all(&mut self) -> bool {
         self.generation = -1;
         self.shared.set_generation(-1, &self.member_id);
+        self.previous.clear();
         let all: Vec<TopicPartition> = std::mem::take(&mut self.owned).into_iter().collect();
         all.is_empty() || self.revoke(all, true).await
     }

@@ -78,6 +78,14 @@ pub trait Assignor: Send + Sync + fmt::Debug {
         RebalanceProtocol::Eager
     }
 
+    /// Whether the member should describe its last assignment as owned
+    /// even though an eager member revoked it before joining (the eager
+    /// sticky assignor needs it; Kafka's Java one reads it from user data
+    /// instead, so a Java sticky leader treats skiff members as new).
+    fn wants_previous_assignment(&self) -> bool {
+        false
+    }
+
     /// Assigns the partitions of `partition_counts` (topic → number of
     /// partitions; topics missing from it are not assigned) to `members`.
     /// Every member gets an entry, possibly empty.

@@ -36,6 +36,10 @@ impl Assignor for StickyAssignor {
         "sticky"
     }
 
+    fn wants_previous_assignment(&self) -> bool {
+        true
+    }
+
     fn assign(
         &self,
         partition_counts: &BTreeMap<String, i32>,

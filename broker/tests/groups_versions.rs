@@ -11,7 +11,7 @@ mod group_util;
 use anyhow::{bail, Result};
 use bytes::Bytes;
 use common::{Client, Skiffd};
-use group_util::{s, FAST_GROUPS};
+use group_util::{join_request, s, FAST_GROUPS};
 use skiff_protocol::api::messages::{self, GroupId, TopicName};
 use skiff_protocol::api::{ApiKey, RequestKind, ResponseKind};
 use skiff_protocol::ErrorCode;
@@ -25,17 +25,7 @@ fn join_v(
     member_id: &str,
     instance: Option<&str>,
 ) -> Result<messages::JoinGroupResponse> {
-    let mut protocol = messages::join_group_request::JoinGroupRequestProtocol::default();
-    protocol.name = s("range");
-    protocol.metadata = Bytes::from_static(b"sub");
-    let mut request = messages::JoinGroupRequest::default();
-    request.group_id = GroupId(s(group));
-    request.session_timeout_ms = SESSION_MS;
-    request.rebalance_timeout_ms = SESSION_MS;
-    request.member_id = s(member_id);
-    request.group_instance_id = instance.map(s);
-    request.protocol_type = s("consumer");
-    request.protocols = vec![protocol];
+    let request = join_request(group, member_id, SESSION_MS, instance);
     match client.call(ApiKey::JoinGroup, version, RequestKind::JoinGroup(request))? {
         ResponseKind::JoinGroup(r) => Ok(r),
         other => bail!("unexpected {other:?}"),

@@ -1,0 +1,651 @@
+//! Group membership, run by a background task per subscribed consumer:
+//! find the coordinator, JoinGroup, (as leader) run the assignor, SyncGroup,
+//! then heartbeat every `heartbeat_interval` until a rebalance or close.
+//!
+//! The task never touches fetch positions: it tells the consumer what to
+//! revoke and what it now owns through [`GroupEvent`]s, which
+//! [`crate::Consumer::poll`] handles. A revocation waits for the consumer's
+//! acknowledgement (it commits the revoked partitions' positions first), and
+//! the task keeps heartbeating meanwhile.
+//!
+//! Rebalance protocols (KIP-429): with eager assignors every partition is
+//! revoked before JoinGroup; with cooperative ones (all configured assignors
+//! cooperative) the member keeps its partitions through the join, revokes
+//! only those the new assignment leaves out, and rejoins at once so that the
+//! leader can hand them to their new owners.
+//!
+//! Errors: MEMBER_ID_REQUIRED (KIP-394) is answered by joining again with
+//! the given id; REBALANCE_IN_PROGRESS, ILLEGAL_GENERATION and
+//! UNKNOWN_MEMBER_ID lead to a rejoin (the last two lose the partitions:
+//! another member may own them already); coordinator errors to a new
+//! lookup and a retry with backoff; FENCED_INSTANCE_ID and configuration
+//! errors end the membership and are reported by `poll`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use skiff_protocol::api::messages::join_group_request::JoinGroupRequestProtocol;
+use skiff_protocol::api::messages::leave_group_request::MemberIdentity;
+use skiff_protocol::api::messages::sync_group_request::SyncGroupRequestAssignment;
+use skiff_protocol::api::messages::{
+    HeartbeatRequest, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, SyncGroupRequest,
+};
+use skiff_protocol::api::{ApiKey, StrBytes};
+use skiff_protocol::ErrorCode;
+use tokio::sync::{mpsc, oneshot, Notify};
+
+use super::assignor::{Assignor, GroupMember, RebalanceProtocol};
+use super::coordinator::{backoff, GroupCoordinator};
+use super::protocol::{Assignment, Subscription, PROTOCOL_TYPE};
+use crate::client::Client;
+use crate::consumer::TopicPartition;
+use crate::error::{Error, Result};
+
+/// Settings of a membership, from the consumer's config.
+#[derive(Debug)]
+pub(crate) struct MembershipConfig {
+    pub group_instance_id: Option<String>,
+    pub session_timeout: Duration,
+    pub rebalance_timeout: Duration,
+    pub heartbeat_interval: Duration,
+    pub assignors: Vec<Box<dyn Assignor>>,
+}
+
+/// The member's identity for offset commits.
+#[derive(Debug, Clone)]
+pub(crate) struct Generation {
+    pub generation: i32,
+    pub member_id: String,
+}
+
+/// State shared by the task and the consumer.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub generation: Mutex<Generation>,
+    /// When the application last called `poll` (max.poll.interval).
+    pub last_poll: Mutex<Instant>,
+    pub polled: Notify,
+}
+
+impl Shared {
+    pub fn new() -> Self {
+        Shared {
+            generation: Mutex::new(Generation {
+                generation: -1,
+                member_id: String::new(),
+            }),
+            last_poll: Mutex::new(Instant::now()),
+            polled: Notify::new(),
+        }
+    }
+
+    pub fn generation(&self) -> Generation {
+        self.generation
+            .lock()
+            .map(|g| g.clone())
+            .unwrap_or(Generation {
+                generation: -1,
+                member_id: String::new(),
+            })
+    }
+
+    fn set_generation(&self, generation: i32, member_id: &str) {
+        if let Ok(mut g) = self.generation.lock() {
+            g.generation = generation;
+            g.member_id = member_id.to_string();
+        }
+    }
+
+    pub fn mark_polled(&self) {
+        if let Ok(mut at) = self.last_poll.lock() {
+            *at = Instant::now();
+        }
+        self.polled.notify_one();
+    }
+
+    fn since_poll(&self) -> Duration {
+        self.last_poll
+            .lock()
+            .map(|at| at.elapsed())
+            .unwrap_or_default()
+    }
+}
+
+/// What the task asks of the consumer.
+#[derive(Debug)]
+pub(crate) enum GroupEvent {
+    /// Stop consuming these partitions: commit (unless lost), tell the
+    /// listener, then acknowledge.
+    Revoke {
+        partitions: Vec<TopicPartition>,
+        lost: bool,
+        done: oneshot::Sender<()>,
+    },
+    /// The member's whole assignment is now this.
+    Assign { partitions: Vec<TopicPartition> },
+    /// The membership ended with an error.
+    Failed(Error),
+}
+
+/// What the consumer asks of the task.
+#[derive(Debug)]
+pub(crate) enum GroupCommand {
+    /// Change the subscription (rejoins).
+    Subscribe(Vec<String>),
+    /// Leave the group and stop.
+    Leave(oneshot::Sender<()>),
+}
+
+enum Flow {
+    Rejoin,
+    Stable,
+    Stop,
+}
+
+/// The membership task's state.
+pub(crate) struct Membership {
+    pub config: MembershipConfig,
+    pub client: Client,
+    pub coordinator: Arc<GroupCoordinator>,
+    pub shared: Arc<Shared>,
+    pub topics: Vec<String>,
+    pub events: mpsc::UnboundedSender<GroupEvent>,
+    pub commands: mpsc::Receiver<GroupCommand>,
+    pub request_timeout: Duration,
+    member_id: String,
+    generation: i32,
+    owned: BTreeSet<TopicPartition>,
+    /// Set when the application has not polled within the rebalance timeout.
+    left_for_poll_timeout: bool,
+}
+
+impl Membership {
+    pub fn new(
+        config: MembershipConfig,
+        client: Client,
+        coordinator: Arc<GroupCoordinator>,
+        shared: Arc<Shared>,
+        topics: Vec<String>,
+        events: mpsc::UnboundedSender<GroupEvent>,
+        commands: mpsc::Receiver<GroupCommand>,
+    ) -> Self {
+        let request_timeout = client.config().connection.request_timeout;
+        Membership {
+            config,
+            client,
+            coordinator,
+            shared,
+            topics,
+            events,
+            commands,
+            request_timeout,
+            member_id: String::new(),
+            generation: -1,
+            owned: BTreeSet::new(),
+            left_for_poll_timeout: false,
+        }
+    }
+
+    fn protocol(&self) -> RebalanceProtocol {
+        if self
+            .config
+            .assignors
+            .iter()
+            .all(|a| a.rebalance_protocol() == RebalanceProtocol::Cooperative)
+        {
+            RebalanceProtocol::Cooperative
+        } else {
+            RebalanceProtocol::Eager
+        }
+    }
+
+    /// Runs until the consumer leaves or the membership fails.
+    pub async fn run(mut self) {
+        loop {
+            let flow = match self.join_and_sync().await {
+                Ok(Flow::Stable) => self.stable().await,
+                Ok(flow) => flow,
+                Err(error) => {
+                    tracing::warn!(%error, group = self.coordinator.group_id(), "group membership failed");
+                    let _ = self.events.send(GroupEvent::Failed(error));
+                    Flow::Stop
+                }
+            };
+            if let Flow::Stop = flow {
+                return;
+            }
+        }
+    }
+
+    fn wire(text: &str) -> StrBytes {
+        StrBytes::from_string(text.to_string())
+    }
+
+    fn instance_id(&self) -> Option<StrBytes> {
+        self.config.group_instance_id.as_deref().map(Self::wire)
+    }
+
+    fn join_request(&self) -> Result<JoinGroupRequest> {
+        let owned: Vec<TopicPartition> = self.owned.iter().cloned().collect();
+        let mut protocols = Vec::with_capacity(self.config.assignors.len());
+        for assignor in &self.config.assignors {
+            let subscription = Subscription {
+                topics: self.topics.clone(),
+                owned_partitions: owned.clone(),
+                generation: self.generation,
+                user_data: None,
+            };
+            protocols.push(
+                JoinGroupRequestProtocol::default()
+                    .with_name(Self::wire(assignor.name()))
+                    .with_metadata(subscription.encode()?),
+            );
+        }
+        Ok(JoinGroupRequest::default()
+            .with_group_id(self.coordinator.group_id_wire())
+            .with_session_timeout_ms(millis(self.config.session_timeout))
+            .with_rebalance_timeout_ms(millis(self.config.rebalance_timeout))
+            .with_member_id(Self::wire(&self.member_id))
+            .with_group_instance_id(self.instance_id())
+            .with_protocol_type(Self::wire(PROTOCOL_TYPE))
+            .with_protocols(protocols))
+    }
+
+    /// Waits for `request`, or for a command that interrupts it.
+    async fn or_command<T>(
+        &mut self,
+        request: impl std::future::Future<Output = Result<T>>,
+    ) -> std::result::Result<Result<T>, Flow> {
+        tokio::select! {
+            outcome = request => Ok(outcome),
+            command = self.commands.recv() => Err(self.on_command(command).await),
+        }
+    }
+
+    async fn on_command(&mut self, command: Option<GroupCommand>) -> Flow {
+        match command {
+            Some(GroupCommand::Subscribe(topics)) => {
+                self.topics = topics;
+                Flow::Rejoin
+            }
+            Some(GroupCommand::Leave(done)) => {
+                self.leave().await;
+                let _ = done.send(());
+                Flow::Stop
+            }
+            None => {
+                self.leave().await;
+                Flow::Stop
+            }
+        }
+    }
+
+    async fn join_and_sync(&mut self) -> Result<Flow> {
+        let mut attempt = 0u32;
+        loop {
+            if self.left_for_poll_timeout {
+                // Rejoin only once the application polls again.
+                let polled = Arc::clone(&self.shared);
+                match self
+                    .or_command(async {
+                        polled.polled.notified().await;
+                        Ok(())
+                    })
+                    .await
+                {
+                    Ok(_) => self.left_for_poll_timeout = false,
+                    Err(flow) => return Ok(flow),
+                }
+            }
+            if attempt > 0 {
+                tokio::time::sleep(backoff(attempt)).await;
+            }
+            attempt += 1;
+            if self.protocol() == RebalanceProtocol::Eager && !self.owned.is_empty() {
+                let all: Vec<TopicPartition> =
+                    std::mem::take(&mut self.owned).into_iter().collect();
+                if !self.revoke(all, false).await {
+                    return Ok(Flow::Stop);
+                }
+            }
+            let request = self.join_request()?;
+            let coordinator = Arc::clone(&self.coordinator);
+            let wait = self.config.rebalance_timeout + self.request_timeout;
+            let outcome = self
+                .or_command(async move {
+                    let connection = coordinator.connection().await?;
+                    connection.send(request).await?.response_within(wait).await
+                })
+                .await;
+            let response = match outcome {
+                Err(flow) => return Ok(flow),
+                Ok(Err(error)) => {
+                    if self.coordinator.note_error(&error) {
+                        continue;
+                    }
+                    return Err(error);
+                }
+                Ok(Ok(response)) => response,
+            };
+            match ErrorCode::from_code(response.error_code) {
+                ErrorCode::None => {}
+                ErrorCode::MemberIdRequired => {
+                    // KIP-394: the coordinator gave us an id to join with.
+                    self.member_id = response.member_id.to_string();
+                    attempt = 0;
+                    continue;
+                }
+                ErrorCode::UnknownMemberId => {
+                    self.member_id.clear();
+                    continue;
+                }
+                ErrorCode::RebalanceInProgress | ErrorCode::IllegalGeneration => continue,
+                code if super::coordinator::coordinator_retriable(code) => {
+                    self.coordinator
+                        .note_error(&Error::kafka(code, "join group", None));
+                    continue;
+                }
+                code => return Err(Error::kafka(code, self.context("join"), None)),
+            }
+            self.member_id = response.member_id.to_string();
+            let generation = response.generation_id;
+            let protocol_name = response.protocol_name.as_ref().map(|p| p.to_string());
+            let assignments = if response.leader == response.member_id {
+                self.lead(&response).await?
+            } else {
+                Vec::new()
+            };
+            let sync = SyncGroupRequest::default()
+                .with_group_id(self.coordinator.group_id_wire())
+                .with_generation_id(generation)
+                .with_member_id(response.member_id.clone())
+                .with_group_instance_id(self.instance_id())
+                .with_protocol_type(Some(Self::wire(PROTOCOL_TYPE)))
+                .with_protocol_name(response.protocol_name.clone())
+                .with_assignments(assignments);
+            let coordinator = Arc::clone(&self.coordinator);
+            let wait = self.config.rebalance_timeout + self.request_timeout;
+            let outcome = self
+                .or_command(async move {
+                    let connection = coordinator.connection().await?;
+                    connection.send(sync).await?.response_within(wait).await
+                })
+                .await;
+            let response = match outcome {
+                Err(flow) => return Ok(flow),
+                Ok(Err(error)) => {
+                    if self.coordinator.note_error(&error) {
+                        continue;
+                    }
+                    return Err(error);
+                }
+                Ok(Ok(response)) => response,
+            };
+            match ErrorCode::from_code(response.error_code) {
+                ErrorCode::None => {}
+                ErrorCode::RebalanceInProgress | ErrorCode::IllegalGeneration => continue,
+                ErrorCode::UnknownMemberId => {
+                    self.member_id.clear();
+                    continue;
+                }
+                code if super::coordinator::coordinator_retriable(code) => {
+                    self.coordinator
+                        .note_error(&Error::kafka(code, "sync group", None));
+                    continue;
+                }
+                code => return Err(Error::kafka(code, self.context("sync"), None)),
+            }
+            let assignment = Assignment::decode(response.assignment)?;
+            tracing::info!(
+                group = self.coordinator.group_id(),
+                generation,
+                member = %self.member_id,
+                protocol = ?protocol_name,
+                partitions = assignment.partitions.len(),
+                "joined group"
+            );
+            self.generation = generation;
+            self.shared.set_generation(generation, &self.member_id);
+            let assigned: BTreeSet<TopicPartition> = assignment.partitions.into_iter().collect();
+            let revoked: Vec<TopicPartition> = self.owned.difference(&assigned).cloned().collect();
+            if !revoked.is_empty() {
+                self.owned.retain(|tp| assigned.contains(tp));
+                if !self.revoke(revoked.clone(), false).await {
+                    return Ok(Flow::Stop);
+                }
+            }
+            self.owned = assigned;
+            let _ = self.events.send(GroupEvent::Assign {
+                partitions: self.owned.iter().cloned().collect(),
+            });
+            if !revoked.is_empty() && self.protocol() == RebalanceProtocol::Cooperative {
+                // KIP-429: rejoin so that the revoked partitions reach their new owners.
+                attempt = 0;
+                continue;
+            }
+            return Ok(Flow::Stable);
+        }
+    }
+
+    fn context(&self, what: &str) -> String {
+        format!("{what} group {:?}", self.coordinator.group_id())
+    }
+
+    /// As the leader: every member's assignment, from the chosen assignor.
+    async fn lead(&self, response: &JoinGroupResponse) -> Result<Vec<SyncGroupRequestAssignment>> {
+        let name = response
+            .protocol_name
+            .as_ref()
+            .map(|p| p.to_string())
+            .unwrap_or_default();
+        let assignor = self
+            .config
+            .assignors
+            .iter()
+            .find(|a| a.name() == name)
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "the coordinator chose assignor {name:?}, which this member did not offer"
+                ))
+            })?;
+        let mut members = Vec::with_capacity(response.members.len());
+        for member in &response.members {
+            let subscription = match Subscription::decode(member.metadata.clone()) {
+                Ok(subscription) => subscription,
+                Err(error) => {
+                    // One member's bad bytes must not stop the group: it gets nothing.
+                    tracing::warn!(%error, member = %member.member_id, "undecodable subscription");
+                    Subscription::default()
+                }
+            };
+            members.push(GroupMember {
+                member_id: member.member_id.to_string(),
+                group_instance_id: member.group_instance_id.as_ref().map(|i| i.to_string()),
+                subscription,
+            });
+        }
+        let topics: BTreeSet<&String> = members
+            .iter()
+            .flat_map(|m| &m.subscription.topics)
+            .collect();
+        let mut counts = BTreeMap::new();
+        for topic in topics {
+            match self.client.topic(topic).await {
+                Ok(metadata) => {
+                    counts.insert(topic.clone(), metadata.partition_count());
+                }
+                Err(Error::UnknownTopic { .. }) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        let assigned = assignor.assign(&counts, &members);
+        let mut out = Vec::with_capacity(assigned.len());
+        for (member_id, partitions) in assigned {
+            let bytes = Assignment {
+                partitions,
+                user_data: None,
+            }
+            .encode()?;
+            out.push(
+                SyncGroupRequestAssignment::default()
+                    .with_member_id(Self::wire(&member_id))
+                    .with_assignment(bytes),
+            );
+        }
+        Ok(out)
+    }
+
+    /// Asks the consumer to revoke, heartbeating while it does; false if
+    /// the consumer is gone.
+    async fn revoke(&mut self, partitions: Vec<TopicPartition>, lost: bool) -> bool {
+        let (done, mut acked) = oneshot::channel();
+        if self
+            .events
+            .send(GroupEvent::Revoke {
+                partitions,
+                lost,
+                done,
+            })
+            .is_err()
+        {
+            return false;
+        }
+        loop {
+            tokio::select! {
+                ack = &mut acked => return ack.is_ok(),
+                _ = tokio::time::sleep(self.config.heartbeat_interval) => {
+                    if !lost {
+                        let _ = self.heartbeat().await;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn heartbeat(&self) -> Result<()> {
+        let request = HeartbeatRequest::default()
+            .with_group_id(self.coordinator.group_id_wire())
+            .with_generation_id(self.generation)
+            .with_member_id(Self::wire(&self.member_id))
+            .with_group_instance_id(self.instance_id());
+        let connection = self.coordinator.connection().await?;
+        let response = connection.request(request).await?;
+        match ErrorCode::from_code(response.error_code) {
+            ErrorCode::None => Ok(()),
+            code => Err(Error::kafka(code, self.context("heartbeat"), None)),
+        }
+    }
+
+    /// Drops every partition as lost (another member may own them already).
+    async fn lose_all(&mut self) -> bool {
+        self.generation = -1;
+        self.shared.set_generation(-1, &self.member_id);
+        let all: Vec<TopicPartition> = std::mem::take(&mut self.owned).into_iter().collect();
+        all.is_empty() || self.revoke(all, true).await
+    }
+
+    /// Heartbeats until the group rebalances, the consumer leaves, or the
+    /// application stops polling for longer than the rebalance timeout.
+    async fn stable(&mut self) -> Flow {
+        let mut next_heartbeat = Instant::now() + self.config.heartbeat_interval;
+        loop {
+            let since_poll = self.shared.since_poll();
+            if since_poll > self.config.rebalance_timeout {
+                tracing::warn!(
+                    group = self.coordinator.group_id(),
+                    ?since_poll,
+                    "poll not called within max poll interval; leaving the group"
+                );
+                self.leave().await;
+                if self.config.group_instance_id.is_none() {
+                    self.member_id.clear();
+                }
+                self.left_for_poll_timeout = true;
+                return if self.lose_all().await {
+                    Flow::Rejoin
+                } else {
+                    Flow::Stop
+                };
+            }
+            let poll_deadline = Instant::now() + (self.config.rebalance_timeout - since_poll);
+            let wake = next_heartbeat.min(poll_deadline);
+            tokio::select! {
+                _ = tokio::time::sleep_until(wake.into()) => {}
+                command = self.commands.recv() => return self.on_command(command).await,
+            }
+            if Instant::now() < next_heartbeat {
+                continue;
+            }
+            next_heartbeat = Instant::now() + self.config.heartbeat_interval;
+            let Err(error) = self.heartbeat().await else {
+                continue;
+            };
+            match error.code() {
+                Some(ErrorCode::RebalanceInProgress) => return Flow::Rejoin,
+                Some(code @ (ErrorCode::IllegalGeneration | ErrorCode::UnknownMemberId)) => {
+                    tracing::info!(
+                        ?code,
+                        group = self.coordinator.group_id(),
+                        "lost group membership"
+                    );
+                    if code == ErrorCode::UnknownMemberId {
+                        self.member_id.clear();
+                    }
+                    return if self.lose_all().await {
+                        Flow::Rejoin
+                    } else {
+                        Flow::Stop
+                    };
+                }
+                Some(ErrorCode::FencedInstanceId) => {
+                    self.lose_all().await;
+                    let _ = self.events.send(GroupEvent::Failed(error));
+                    return Flow::Stop;
+                }
+                _ => {
+                    tracing::debug!(%error, "heartbeat failed");
+                    if self.coordinator.note_error(&error) {
+                        next_heartbeat = Instant::now() + backoff(1);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends LeaveGroup. Static members do not leave: a restart within the
+    /// session timeout gets their assignment back without a rebalance.
+    async fn leave(&mut self) {
+        if self.member_id.is_empty() || self.config.group_instance_id.is_some() {
+            return;
+        }
+        let outcome = async {
+            let connection = self.coordinator.connection().await?;
+            let version = connection.version(ApiKey::LeaveGroup)?;
+            let mut request =
+                LeaveGroupRequest::default().with_group_id(self.coordinator.group_id_wire());
+            if version >= 3 {
+                request.members = vec![MemberIdentity::default()
+                    .with_member_id(Self::wire(&self.member_id))
+                    .with_reason(Some(Self::wire("the consumer is closing")))];
+            } else {
+                request.member_id = Self::wire(&self.member_id);
+            }
+            connection.request_at(request, version).await
+        }
+        .await;
+        match outcome {
+            Ok(response) if response.error_code == 0 => {
+                tracing::info!(group = self.coordinator.group_id(), member = %self.member_id, "left group");
+            }
+            Ok(response) => tracing::debug!(code = response.error_code, "leave group refused"),
+            Err(error) => tracing::debug!(%error, "leave group failed"),
+        }
+        self.generation = -1;
+        self.shared.set_generation(-1, &self.member_id);
+    }
+}
+
+fn millis(duration: Duration) -> i32 {
+    i32::try_from(duration.as_millis()).unwrap_or(i32::MAX)
+}

@@ -65,12 +65,13 @@ pub fn join(
     receive_join(client, id)
 }
 
-pub fn send_join(
-    client: &mut Client,
+/// A consumer's JoinGroup with one protocol "range".
+pub fn join_request(
     group: &str,
     member_id: &str,
     session_timeout_ms: i32,
-) -> Result<i32> {
+    instance: Option<&str>,
+) -> messages::JoinGroupRequest {
     let mut protocol = messages::join_group_request::JoinGroupRequestProtocol::default();
     protocol.name = s("range");
     protocol.metadata = Bytes::from_static(b"subscription");
@@ -79,8 +80,19 @@ pub fn send_join(
     request.session_timeout_ms = session_timeout_ms;
     request.rebalance_timeout_ms = session_timeout_ms;
     request.member_id = s(member_id);
+    request.group_instance_id = instance.map(s);
     request.protocol_type = s("consumer");
     request.protocols = vec![protocol];
+    request
+}
+
+pub fn send_join(
+    client: &mut Client,
+    group: &str,
+    member_id: &str,
+    session_timeout_ms: i32,
+) -> Result<i32> {
+    let request = join_request(group, member_id, session_timeout_ms, None);
     client.send(ApiKey::JoinGroup, 5, &RequestKind::JoinGroup(request))
 }
 

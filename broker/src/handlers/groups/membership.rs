@@ -26,7 +26,9 @@ fn join_response(version: i16, answer: JoinResponse) -> JoinGroupResponse {
     response.protocol_name = answer.protocol_name.map(str_bytes).or(name_default);
     response.protocol_type = answer.protocol_type.map(str_bytes);
     response.leader = str_bytes(answer.leader);
-    response.skip_assignment = answer.skip_assignment;
+    // KIP-814's flag exists from v9; an older static leader that rejoined
+    // without a rebalance recomputes the same assignment instead.
+    response.skip_assignment = version >= 9 && answer.skip_assignment;
     response.member_id = str_bytes(answer.member_id);
     response.members = answer
         .members

@@ -51,7 +51,9 @@ fn commit_response(results: Vec<(String, Vec<(i32, ErrorCode)>)>) -> OffsetCommi
 }
 
 /// OffsetCommit. Partitions of unknown topics get UNKNOWN_TOPIC_OR_PARTITION
-/// and are not stored, as in Kafka; the rest go to the coordinator.
+/// and are not stored, as in Kafka; the rest go to the coordinator. The
+/// per-request `retention_time_ms` of v2–4 is ignored: offsets expire by
+/// the broker's `offsets_retention_ms`, as in Kafka since KIP-211.
 pub fn commit(
     broker: &Arc<Broker>,
     version: i16,

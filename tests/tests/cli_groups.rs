@@ -359,7 +359,6 @@ async fn kcat_and_skiff_share_a_group() -> anyhow::Result<()> {
     let broker = Broker::start_with(skiffd_bin!(), dir.path(), FAST_GROUPS)?;
     let client = broker.client(Transport::Tcp).await?;
     create_topic(&client, "shared", 12).await?;
-    produce(&broker, "shared", 600).await?;
     let kcat_a = kcat_member(&broker, "mixed", "shared")?;
     let kcat_b = kcat_member(&broker, "mixed", "shared")?;
     let skiff_member = Background::spawn(skiff_command(
@@ -413,8 +412,10 @@ async fn kcat_and_skiff_share_a_group() -> anyhow::Result<()> {
             == 1,
         "{last}"
     );
-    // Everyone reads its share to the end and commits it; the partitions
-    // kcat owns show kcat's commits.
+    // Produced once the group is settled, so each member reads (and
+    // commits) exactly its own share; the partitions kcat owns show kcat's
+    // commits.
+    produce(&broker, "shared", 600).await?;
     let mut describe = String::new();
     wait_until(
         "every record consumed and committed",

@@ -92,12 +92,20 @@ impl Member {
         config: ConsumerConfig,
         topic: &str,
     ) -> anyhow::Result<Member> {
+        Self::start_topics(client_config, config, &[topic]).await
+    }
+
+    async fn start_topics(
+        client_config: skiff_client::ClientConfig,
+        config: ConsumerConfig,
+        topics: &[&str],
+    ) -> anyhow::Result<Member> {
         let seen = Arc::new(Mutex::new(Seen::default()));
         // None: keep polling; Some(true): close (commit, leave); Some(false):
         // vanish without a word.
         let (stop, mut stopped) = watch::channel(None);
         let recorded = Arc::clone(&seen);
-        let topic = topic.to_string();
+        let topics: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
         let (started_tx, started_rx) = tokio::sync::oneshot::channel();
         let thread = std::thread::spawn(move || -> anyhow::Result<()> {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -107,7 +115,10 @@ impl Member {
                 let client = Client::connect(client_config).await?;
                 let mut consumer = Consumer::new(client, config);
                 consumer
-                    .subscribe_with_listener(&[&topic], Box::new(Recorder(Arc::clone(&recorded))))
+                    .subscribe_with_listener(
+                        &topics.iter().map(String::as_str).collect::<Vec<_>>(),
+                        Box::new(Recorder(Arc::clone(&recorded))),
+                    )
                     .await?;
                 let _ = started_tx.send(());
                 loop {
@@ -680,5 +691,46 @@ async fn eager_sticky_keeps_partitions_in_place() -> anyhow::Result<()> {
     for member in [a, b, c] {
         member.close().await?;
     }
+    Ok(())
+}
+
+/// A subscribed topic created after the group settled is picked up: the
+/// member sees it appear in its metadata, rejoins, and consumes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topic_created_later_is_consumed() -> anyhow::Result<()> {
+    skiff_tests::init_tracing();
+    let dir = tempfile::tempdir()?;
+    let mut flags = FAST_GROUPS.to_vec();
+    flags.extend(["--auto-create-topics", "false"]);
+    let broker = Broker::start_with(skiffd_bin!(), dir.path(), &flags)?;
+    let client = broker.client(Transport::Tcp).await?;
+    create_topic(&client, "early", 2).await?;
+    produce(&client, "early", 0, 20).await?;
+    let member_client = broker
+        .client_config(Transport::Tcp)?
+        .metadata_max_age(Duration::from_millis(300));
+    let member = Member::start_topics(
+        member_client,
+        group_config("late", "range"),
+        &["early", "later"],
+    )
+    .await?;
+    wait_until("the early records", Duration::from_secs(15), || {
+        member.records().len() >= 20
+    })
+    .await?;
+    create_topic(&client, "later", 3).await?;
+    produce(&client, "later", 0, 30).await?;
+    wait_until("the later topic's records", Duration::from_secs(15), || {
+        member.records().len() >= 50
+    })
+    .await?;
+    // Only "early" had records before, so these 30 more came from "later".
+    ensure!(
+        member.records().len() == 50,
+        "{} records",
+        member.records().len()
+    );
+    member.close().await?;
     Ok(())
 }

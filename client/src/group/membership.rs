@@ -159,6 +159,9 @@ pub(crate) struct Membership {
     /// The last assignment received and its generation (for eager sticky).
     previous: BTreeSet<TopicPartition>,
     previous_generation: i32,
+    /// Partitions per subscribed topic when the assignment was made (0 for
+    /// a topic that did not exist); a change means the group must rebalance.
+    partition_counts: BTreeMap<String, i32>,
     /// Set when the application has not polled within the rebalance timeout.
     left_for_poll_timeout: bool,
 }
@@ -188,6 +191,7 @@ impl Membership {
             owned: BTreeSet::new(),
             previous: BTreeSet::new(),
             previous_generation: -1,
+            partition_counts: BTreeMap::new(),
             left_for_poll_timeout: false,
         }
     }
@@ -328,6 +332,13 @@ impl Membership {
                     return Ok(Flow::Stop);
                 }
             }
+            // Look the topics up so that the client's metadata refreshes
+            // keep them current (see `current_partition_counts`).
+            for topic in self.topics.clone() {
+                if let Err(error) = self.client.existing_topic(&topic).await {
+                    tracing::debug!(%error, topic, "subscribed topic not available");
+                }
+            }
             let request = self.join_request()?;
             let coordinator = Arc::clone(&self.coordinator);
             let wait = self.config.rebalance_timeout + self.request_timeout;
@@ -434,6 +445,7 @@ impl Membership {
                     return Ok(Flow::Stop);
                 }
             }
+            self.partition_counts = self.current_partition_counts();
             self.previous = assigned.clone();
             self.previous_generation = generation;
             self.owned = assigned;
@@ -447,6 +459,21 @@ impl Membership {
             }
             return Ok(Flow::Stable);
         }
+    }
+
+    /// Partition counts of the subscribed topics as the metadata cache has
+    /// them (the client refreshes it every `metadata_max_age`).
+    fn current_partition_counts(&self) -> BTreeMap<String, i32> {
+        self.topics
+            .iter()
+            .map(|t| {
+                let count = self
+                    .client
+                    .cached_topic(t)
+                    .map_or(0, |m| m.partition_count());
+                (t.clone(), count)
+            })
+            .collect()
     }
 
     fn context(&self, what: &str) -> String {
@@ -600,6 +627,15 @@ impl Membership {
                 continue;
             }
             next_heartbeat = Instant::now() + self.config.heartbeat_interval;
+            if self.current_partition_counts() != self.partition_counts {
+                // A subscribed topic appeared or grew: its new partitions
+                // need an owner, which only a rebalance gives them.
+                tracing::info!(
+                    group = self.coordinator.group_id(),
+                    "subscribed topics changed; rejoining"
+                );
+                return Flow::Rejoin;
+            }
             let Err(error) = self.heartbeat().await else {
                 continue;
             };

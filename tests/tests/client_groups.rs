@@ -734,3 +734,50 @@ async fn topic_created_later_is_consumed() -> anyhow::Result<()> {
     member.close().await?;
     Ok(())
 }
+
+/// Two consumers with one static instance id: the newer one takes the
+/// membership and the older one is fenced (FENCED_INSTANCE_ID), which its
+/// `poll` reports as a fatal error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_static_member_is_fenced() -> anyhow::Result<()> {
+    skiff_tests::init_tracing();
+    let dir = tempfile::tempdir()?;
+    let broker = Broker::start_with(skiffd_bin!(), dir.path(), FAST_GROUPS)?;
+    let client = broker.client(Transport::Tcp).await?;
+    let topic = "fenced";
+    create_topic(&client, topic, 2).await?;
+    let config = ConsumerConfig {
+        group_instance_id: Some("only-one".into()),
+        ..group_config("fenced", "range")
+    };
+    let mut old = Consumer::new(client.clone(), config.clone());
+    old.subscribe(&[topic]).await?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while old.assignment().len() != 2 {
+        ensure!(
+            Instant::now() < deadline,
+            "the first member never got its partitions"
+        );
+        old.poll(Duration::from_millis(100)).await?;
+    }
+    let new = Member::start(broker.client_config(Transport::Tcp)?, config, topic).await?;
+    wait_until(
+        "the new member to take over",
+        Duration::from_secs(15),
+        || new.assignment().len() == 2,
+    )
+    .await?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let error = loop {
+        ensure!(Instant::now() < deadline, "the old member was never fenced");
+        if let Err(error) = old.poll(Duration::from_millis(100)).await {
+            break error;
+        }
+    };
+    ensure!(
+        error.code() == Some(skiff_protocol::ErrorCode::FencedInstanceId),
+        "{error}"
+    );
+    new.close().await?;
+    Ok(())
+}

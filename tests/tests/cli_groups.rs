@@ -452,3 +452,109 @@ async fn kcat_and_skiff_share_a_group() -> anyhow::Result<()> {
     ensure!(!kcat_partitions.is_empty(), "kcat consumed nothing");
     Ok(())
 }
+
+/// Incremental rebalancing with a client we did not write: kcat members
+/// (librdkafka's cooperative-sticky) and a skiff consumer in one
+/// cooperative group split the partitions, the skiff consumer takes over
+/// when kcat is killed, and every record produced is consumed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kcat_and_skiff_cooperative_group() -> anyhow::Result<()> {
+    if !kcat_available() {
+        eprintln!("kcat not installed; skipping");
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let broker = Broker::start_with(skiffd_bin!(), dir.path(), FAST_GROUPS)?;
+    let client = broker.client(Transport::Tcp).await?;
+    create_topic(&client, "coop", 6).await?;
+    let skiff_member = Background::spawn(skiff_command(
+        &broker,
+        &[
+            "consume",
+            "coop",
+            "--group",
+            "coop",
+            "--from",
+            "beginning",
+            "--assignment-strategy",
+            "cooperative-sticky",
+            "--session-timeout-ms",
+            "3000",
+        ],
+    ))?;
+    let mut command = Command::new("kcat");
+    command
+        .arg("-b")
+        .arg(broker.bootstrap(Transport::Tcp))
+        .args(["-X", "broker.address.family=v4", "-G", "coop"])
+        .args(["-X", "partition.assignment.strategy=cooperative-sticky"])
+        .args([
+            "-X",
+            "session.timeout.ms=3000",
+            "-X",
+            "heartbeat.interval.ms=300",
+        ])
+        .args(["-X", "topic.auto.offset.reset=earliest"])
+        .args(["-u", "-f", "%s\\n", "coop"])
+        .stdin(Stdio::null());
+    let mut kcat = Background::spawn(command)?;
+    let mut last = String::new();
+    let owners = |describe: &str| -> BTreeMap<String, usize> {
+        describe
+            .lines()
+            .filter(|l| l.starts_with("member "))
+            .map(|l| {
+                let client = l
+                    .split(" client ")
+                    .nth(1)
+                    .and_then(|c| c.split(' ').next())
+                    .unwrap_or("");
+                let owned = l
+                    .split(" partitions ")
+                    .nth(1)
+                    .map_or(0, |p| p.split(',').filter(|p| *p != "-").count());
+                (client.to_string(), owned)
+            })
+            .collect()
+    };
+    wait_until(
+        "kcat and skiff to share 6 partitions",
+        Duration::from_secs(20),
+        || {
+            last = stdout(&skiff(&broker, &["groups", "describe", "coop"])?);
+            let owned = owners(&last);
+            Ok(owned.len() == 2
+                && owned.values().all(|n| *n == 3)
+                && last.contains("protocol cooperative-sticky"))
+        },
+    )
+    .with_context(|| last.clone())?;
+    produce(&broker, "coop", 300).await?;
+    wait_until("the records to be read", Duration::from_secs(20), || {
+        Ok(skiff_member.lines().len() + kcat.lines().len() >= 300)
+    })?;
+    ensure!(!kcat.lines().is_empty() && !skiff_member.lines().is_empty());
+    kcat.kill();
+    wait_until(
+        "skiff to take over kcat's partitions",
+        Duration::from_secs(20),
+        || {
+            last = stdout(&skiff(&broker, &["groups", "describe", "coop"])?);
+            Ok(owners(&last).get("skiff-cli") == Some(&6))
+        },
+    )
+    .with_context(|| last.clone())?;
+    let mut values: Vec<String> = skiff_member
+        .lines()
+        .into_iter()
+        .chain(kcat.lines())
+        .collect();
+    values.sort();
+    values.dedup();
+    ensure!(
+        values.len() == 300,
+        "{} distinct records consumed",
+        values.len()
+    );
+    Ok(())
+}

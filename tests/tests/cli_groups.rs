@@ -11,18 +11,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
 use skiff_client::{Producer, ProducerConfig, ProducerRecord, Transport};
+use skiff_tests::groups::FAST_GROUPS;
 use skiff_tests::{create_topic, kcat_available, skiff_bin, skiffd_bin, Broker};
-
-/// Broker flags that keep group tests fast: short sessions allowed, no
-/// initial rebalance delay, few offsets partitions.
-const FAST_GROUPS: &[&str] = &[
-    "--group-min-session-timeout-ms",
-    "500",
-    "--group-initial-rebalance-delay-ms",
-    "0",
-    "--offsets-topic-partitions",
-    "4",
-];
 
 fn skiff_command(broker: &Broker, args: &[&str]) -> Command {
     let mut command = Command::new(skiff_bin!());

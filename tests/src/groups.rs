@@ -45,6 +45,8 @@ pub fn group_config(group: &str, strategy: &str) -> ConsumerConfig {
 pub struct Seen {
     /// (partition, offset) of every record polled, in order.
     pub records: Vec<(i32, i64)>,
+    /// When each of `records` was returned by `poll`.
+    pub polled_at: Vec<Instant>,
     /// Partitions owned now, by the listener's account.
     pub assignment: BTreeSet<i32>,
     /// Each revocation's partitions.
@@ -138,6 +140,8 @@ impl Member {
                     let mut seen = recorded.lock().unwrap();
                     seen.records
                         .extend(records.iter().map(|r| (r.partition, r.offset)));
+                    let now = Instant::now();
+                    seen.polled_at.extend(records.iter().map(|_| now));
                 }
             });
             runtime.shutdown_background();

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use skiff_protocol::ErrorCode;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Consumer, ConsumerConfig, TopicPartition};
@@ -397,10 +398,43 @@ impl Consumer {
     /// Commits (with auto-commit on), tells the listener the partitions are
     /// revoked, and leaves the group. Static members do not send LeaveGroup,
     /// so that a restart gets the same partitions back.
+    ///
+    /// As in Kafka's consumer, a commit the coordinator refuses because the
+    /// group is rebalancing (the member's generation is over) is logged and
+    /// skipped: those partitions' next owner resumes from the last commit.
     pub async fn close(mut self) -> Result<()> {
         let mut outcome = Ok(());
         if self.config.enable_auto_commit && self.group.is_some() {
-            outcome = self.commit_sync().await;
+            // Apply what the membership task already decided, so that the
+            // commit carries the newest generation.
+            let pending: Vec<GroupEvent> =
+                match self.group.as_mut().and_then(|g| g.subscribed.as_mut()) {
+                    Some(subscribed) => {
+                        std::iter::from_fn(|| subscribed.events.try_recv().ok()).collect()
+                    }
+                    None => Vec::new(),
+                };
+            for event in pending {
+                if let Err(error) = self.on_group_event(event).await {
+                    tracing::warn!(%error, "group membership failed before close");
+                }
+            }
+            outcome = match self.commit_sync().await {
+                Err(error)
+                    if matches!(
+                        error.code(),
+                        Some(
+                            ErrorCode::RebalanceInProgress
+                                | ErrorCode::IllegalGeneration
+                                | ErrorCode::UnknownMemberId
+                        )
+                    ) =>
+                {
+                    tracing::warn!(%error, "commit on close skipped: the group is rebalancing");
+                    Ok(())
+                }
+                other => other,
+            };
         }
         let subscribed = self.group.as_mut().and_then(|g| g.subscribed.take());
         let Some(mut subscribed) = subscribed else {

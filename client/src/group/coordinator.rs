@@ -87,6 +87,12 @@ pub(crate) fn backoff(attempt: u32) -> Duration {
 
 /// A group's coordinator connection, looked up lazily and forgotten when
 /// it moves.
+///
+/// The connection is the group's own, not the client's pooled one: a broker
+/// answers a connection's requests in order, and the coordinator may hold
+/// a JoinGroup for up to the rebalance timeout, which must not hold up the
+/// fetches of the partitions a member keeps (Kafka's Java client does the
+/// same).
 #[derive(Debug)]
 pub struct GroupCoordinator {
     client: Client,
@@ -120,7 +126,11 @@ impl GroupCoordinator {
         }
         let mut last_error = None;
         for attempt in 0..ATTEMPTS_MAX {
-            match find_coordinator(&self.client, &self.group_id).await {
+            let found = async {
+                let address = find_coordinator(&self.client, &self.group_id).await?;
+                BrokerConnection::connect(&address, &self.client.config().connection).await
+            };
+            match found.await {
                 Ok(connection) => {
                     if let Ok(mut slot) = self.connection.lock() {
                         *slot = Some(Arc::clone(&connection));
@@ -362,8 +372,8 @@ fn topic_name(name: &str) -> TopicName {
     TopicName(StrBytes::from_string(name.to_string()))
 }
 
-/// Asks any broker which one coordinates `group_id` and connects to it.
-pub async fn find_coordinator(client: &Client, group_id: &str) -> Result<Arc<BrokerConnection>> {
+/// Asks any broker which one coordinates `group_id`; its address.
+pub async fn find_coordinator(client: &Client, group_id: &str) -> Result<BrokerAddress> {
     let connection = client.any_connection().await?;
     let version = connection.version(ApiKey::FindCoordinator)?;
     let key = StrBytes::from_string(group_id.to_string());
@@ -404,13 +414,12 @@ pub async fn find_coordinator(client: &Client, group_id: &str) -> Result<Arc<Bro
         client.invalidate_metadata();
         client.refresh_metadata().await?;
     }
-    if client.broker_address(node_id).is_some() {
-        return client.broker_connection(node_id).await;
+    if let Some(address) = client.broker_address(node_id) {
+        return Ok(address);
     }
     let port = u16::try_from(port).map_err(|_| Error::InvalidAddress {
         address: format!("{host}:{port}"),
         reason: "coordinator port out of range".into(),
     })?;
-    let address = BrokerAddress::tcp(host, port).with_transport(connection.address().transport);
-    client.connection_to(&address).await
+    Ok(BrokerAddress::tcp(host, port).with_transport(connection.address().transport))
 }

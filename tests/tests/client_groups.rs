@@ -21,16 +21,26 @@ use skiff_tests::{create_topic, skiffd_bin, Broker};
 /// in a run without failures, and commit the log end on close.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_members_split_twelve_partitions_exactly_once() -> anyhow::Result<()> {
+    three_members_exactly_once(Transport::Tcp).await
+}
+
+/// The same over QUIC: the coordinator's own connection is a QUIC one too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_members_split_twelve_partitions_over_quic() -> anyhow::Result<()> {
+    three_members_exactly_once(Transport::Quic).await
+}
+
+async fn three_members_exactly_once(transport: Transport) -> anyhow::Result<()> {
     skiff_tests::init_tracing();
     let dir = tempfile::tempdir()?;
     let broker = Broker::start_with(skiffd_bin!(), dir.path(), FAST_GROUPS)?;
-    let client = broker.client(Transport::Tcp).await?;
+    let client = broker.client(transport).await?;
     let topic = "split";
     create_topic(&client, topic, 12).await?;
     produce(&client, topic, 0, 600).await?;
     let mut members = Vec::new();
     for _ in 0..3 {
-        let config = broker.client_config(Transport::Tcp)?;
+        let config = broker.client_config(transport)?;
         members.push(Member::start(config, group_config("three", "range"), topic).await?);
     }
     wait_until(

@@ -592,3 +592,42 @@ async fn cooperative_member_keeps_consuming_during_rebalance() -> anyhow::Result
     c.close().await?;
     Ok(())
 }
+
+/// A member outlives a SIGKILL and restart of the broker: it finds the
+/// coordinator again, rejoins if it must, and goes on consuming; nothing
+/// produced before or after is skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_survives_broker_restart() -> anyhow::Result<()> {
+    skiff_tests::init_tracing();
+    let dir = tempfile::tempdir()?;
+    let mut broker = Broker::start_with(skiffd_bin!(), dir.path(), FAST_GROUPS)?;
+    let client = broker.client(Transport::Tcp).await?;
+    let topic = "restarting";
+    create_topic(&client, topic, 3).await?;
+    produce(&client, topic, 0, 60).await?;
+    let config = ConsumerConfig {
+        session_timeout: Duration::from_secs(6),
+        ..group_config("restarting", "range")
+    };
+    let member = Member::start(broker.client_config(Transport::Tcp)?, config, topic).await?;
+    wait_until("the first records", Duration::from_secs(15), || {
+        member.records().len() >= 60
+    })
+    .await?;
+    broker.restart()?;
+    let client = broker.client(Transport::Tcp).await?;
+    produce(&client, topic, 60, 60).await?;
+    wait_until(
+        "the records produced after the restart",
+        Duration::from_secs(20),
+        || {
+            let seen: BTreeSet<(i32, i64)> = member.records().into_iter().collect();
+            seen.len() >= 120
+        },
+    )
+    .await?;
+    let seen = member.close().await?;
+    let records = seen.lock().unwrap().records.clone();
+    check_none_skipped(&records, &log_ends(&client, topic, 3).await?)?;
+    Ok(())
+}

@@ -533,6 +533,12 @@ async fn duplicate_static_member_is_fenced() -> anyhow::Result<()> {
         error.code() == Some(skiff_protocol::ErrorCode::FencedInstanceId),
         "{error}"
     );
+    let again = old.poll(Duration::from_millis(10)).await;
+    ensure!(
+        again.as_ref().err().and_then(|e| e.code())
+            == Some(skiff_protocol::ErrorCode::FencedInstanceId),
+        "a fenced member's later polls must fail too: {again:?}"
+    );
     new.close().await?;
     Ok(())
 }

@@ -53,6 +53,8 @@ pub(super) struct GroupState {
     /// used through `&mut Consumer`).
     listener: Option<std::sync::Mutex<Box<dyn RebalanceListener>>>,
     last_auto_commit: Instant,
+    /// Why the membership ended, reported by every later `poll`.
+    failed: Option<Error>,
 }
 
 impl GroupState {
@@ -63,6 +65,7 @@ impl GroupState {
             subscribed: None,
             listener: None,
             last_auto_commit: Instant::now(),
+            failed: None,
         })
     }
 }
@@ -94,6 +97,31 @@ impl Consumer {
 
     /// Joins the group and consumes `topics`; partitions are assigned by the
     /// group leader and change with rebalances. Replaces any manual assignment.
+    ///
+    /// Membership runs in the background; [`Consumer::poll`] applies its
+    /// decisions (and reports a membership that ended with an error, such as
+    /// FENCED_INSTANCE_ID, on this and every later call).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: skiff_client::Client) -> skiff_client::Result<()> {
+    /// use std::time::Duration;
+    /// use skiff_client::{Consumer, ConsumerConfig, OffsetReset};
+    ///
+    /// let config = ConsumerConfig {
+    ///     group_id: Some("billing".into()),
+    ///     auto_offset_reset: OffsetReset::Earliest,
+    ///     ..ConsumerConfig::default()
+    /// };
+    /// let mut consumer = Consumer::new(client, config);
+    /// consumer.subscribe(&["orders"]).await?;
+    /// for _ in 0..100 {
+    ///     for record in consumer.poll(Duration::from_secs(1)).await? {
+    ///         println!("{}-{}@{}", record.topic, record.partition, record.offset);
+    ///     }
+    /// }
+    /// consumer.close().await?; // commits and leaves the group
+    /// # Ok(()) }
+    /// ```
     pub async fn subscribe(&mut self, topics: &[&str]) -> Result<()> {
         let topics: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
         if topics.is_empty() {
@@ -180,6 +208,9 @@ impl Consumer {
         let Some(group) = self.group.as_mut() else {
             return Ok(());
         };
+        if let Some(error) = &group.failed {
+            return Err(error.clone());
+        }
         let mut pending = Vec::new();
         if let Some(subscribed) = group.subscribed.as_mut() {
             subscribed.shared.mark_polled();
@@ -256,7 +287,12 @@ impl Consumer {
                 }
                 self.resolve_committed().await
             }
-            GroupEvent::Failed(error) => Err(error),
+            GroupEvent::Failed(error) => {
+                if let Some(group) = self.group.as_mut() {
+                    group.failed = Some(error.clone());
+                }
+                Err(error)
+            }
         }
     }
 

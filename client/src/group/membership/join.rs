@@ -11,11 +11,12 @@ use skiff_protocol::api::messages::{JoinGroupRequest, JoinGroupResponse, SyncGro
 use skiff_protocol::api::RequestKind;
 use skiff_protocol::ErrorCode;
 
+use super::reaction::{react, GroupApi, Reaction};
 use super::{millis, Flow, GroupEvent, Membership};
 use crate::consumer::TopicPartition;
 use crate::error::{Error, Result};
 use crate::group::assignor::{GroupMember, RebalanceProtocol};
-use crate::group::coordinator::{backoff, coordinator_retriable};
+use crate::group::coordinator::backoff;
 use crate::group::protocol::{Assignment, Subscription, PROTOCOL_TYPE};
 use crate::net::Request;
 
@@ -28,7 +29,46 @@ enum Answer<T> {
     Interrupted(Flow),
 }
 
+/// What the join loop does after an answer's error code.
+enum Next {
+    Proceed,
+    JoinWithGivenId,
+    Retry,
+    Stop,
+    Fail(ErrorCode),
+}
+
 impl Membership {
+    /// Applies the reaction to a JoinGroup or SyncGroup error code.
+    async fn react(&mut self, api: GroupApi, code: i16) -> Next {
+        let code = ErrorCode::from_code(code);
+        match react(api, code) {
+            Reaction::Proceed => Next::Proceed,
+            Reaction::JoinWithGivenId => Next::JoinWithGivenId,
+            Reaction::Rejoin | Reaction::RetryLater => Next::Retry,
+            Reaction::Rediscover => {
+                self.coordinator.mark_dead();
+                Next::Retry
+            }
+            Reaction::LoseAndRejoin { reset_member_id } => {
+                tracing::info!(
+                    ?code,
+                    group = self.coordinator.group_id(),
+                    "lost group membership"
+                );
+                if reset_member_id {
+                    self.member_id.clear();
+                }
+                if self.lose_all().await {
+                    Next::Retry
+                } else {
+                    Next::Stop
+                }
+            }
+            Reaction::Fatal => Next::Fail(code),
+        }
+    }
+
     /// Sends a JoinGroup or SyncGroup, which the coordinator may hold for
     /// up to the rebalance timeout, while still taking commands.
     async fn rebalance_request<R>(&mut self, request: R) -> Result<Answer<R::Response>>
@@ -132,25 +172,17 @@ impl Membership {
                 Answer::Retry => continue,
                 Answer::Interrupted(flow) => return Ok(flow),
             };
-            match ErrorCode::from_code(response.error_code) {
-                ErrorCode::None => {}
-                ErrorCode::MemberIdRequired => {
+            match self.react(GroupApi::Join, response.error_code).await {
+                Next::Proceed => {}
+                Next::JoinWithGivenId => {
                     // KIP-394: the coordinator gave us an id to join with.
                     self.member_id = response.member_id.to_string();
                     attempt = 0;
                     continue;
                 }
-                ErrorCode::UnknownMemberId => {
-                    self.member_id.clear();
-                    continue;
-                }
-                ErrorCode::RebalanceInProgress | ErrorCode::IllegalGeneration => continue,
-                code if coordinator_retriable(code) => {
-                    self.coordinator
-                        .note_error(&Error::kafka(code, "join group", None));
-                    continue;
-                }
-                code => return Err(Error::kafka(code, self.context("join"), None)),
+                Next::Retry => continue,
+                Next::Stop => return Ok(Flow::Stop),
+                Next::Fail(code) => return Err(Error::kafka(code, self.context("join"), None)),
             }
             self.member_id = response.member_id.to_string();
             let generation = response.generation_id;
@@ -173,19 +205,11 @@ impl Membership {
                 Answer::Retry => continue,
                 Answer::Interrupted(flow) => return Ok(flow),
             };
-            match ErrorCode::from_code(response.error_code) {
-                ErrorCode::None => {}
-                ErrorCode::RebalanceInProgress | ErrorCode::IllegalGeneration => continue,
-                ErrorCode::UnknownMemberId => {
-                    self.member_id.clear();
-                    continue;
-                }
-                code if coordinator_retriable(code) => {
-                    self.coordinator
-                        .note_error(&Error::kafka(code, "sync group", None));
-                    continue;
-                }
-                code => return Err(Error::kafka(code, self.context("sync"), None)),
+            match self.react(GroupApi::Sync, response.error_code).await {
+                Next::Proceed => {}
+                Next::JoinWithGivenId | Next::Retry => continue,
+                Next::Stop => return Ok(Flow::Stop),
+                Next::Fail(code) => return Err(Error::kafka(code, self.context("sync"), None)),
             }
             let assignment = Assignment::decode(response.assignment)?;
             tracing::info!(

@@ -22,6 +22,7 @@
 //! errors end the membership and are reported by `poll`.
 
 mod join;
+mod reaction;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -38,6 +39,7 @@ use super::coordinator::{backoff, GroupCoordinator};
 use crate::client::Client;
 use crate::consumer::TopicPartition;
 use crate::error::{Error, Result};
+use reaction::{react, GroupApi, Reaction};
 
 /// Settings of a membership, from the consumer's config.
 #[derive(Debug)]
@@ -375,15 +377,23 @@ impl Membership {
             let Err(error) = self.heartbeat().await else {
                 continue;
             };
-            match error.code() {
-                Some(ErrorCode::RebalanceInProgress) => return Flow::Rejoin,
-                Some(code @ (ErrorCode::IllegalGeneration | ErrorCode::UnknownMemberId)) => {
+            let Some(code) = error.code() else {
+                tracing::debug!(%error, "heartbeat failed");
+                if self.coordinator.note_error(&error) {
+                    next_heartbeat = Instant::now() + backoff(1);
+                }
+                continue;
+            };
+            match react(GroupApi::Heartbeat, code) {
+                Reaction::Proceed => {}
+                Reaction::Rejoin | Reaction::JoinWithGivenId => return Flow::Rejoin,
+                Reaction::LoseAndRejoin { reset_member_id } => {
                     tracing::info!(
                         ?code,
                         group = self.coordinator.group_id(),
                         "lost group membership"
                     );
-                    if code == ErrorCode::UnknownMemberId {
+                    if reset_member_id {
                         self.member_id.clear();
                     }
                     return if self.lose_all().await {
@@ -392,16 +402,19 @@ impl Membership {
                         Flow::Stop
                     };
                 }
-                Some(ErrorCode::FencedInstanceId) => {
+                Reaction::Rediscover => {
+                    tracing::debug!(%error, "heartbeat failed; finding the coordinator again");
+                    self.coordinator.mark_dead();
+                    next_heartbeat = Instant::now() + backoff(1);
+                }
+                Reaction::RetryLater => {
+                    tracing::debug!(%error, "heartbeat failed");
+                    next_heartbeat = Instant::now() + backoff(1);
+                }
+                Reaction::Fatal => {
                     self.lose_all().await;
                     let _ = self.events.send(GroupEvent::Failed(error));
                     return Flow::Stop;
-                }
-                _ => {
-                    tracing::debug!(%error, "heartbeat failed");
-                    if self.coordinator.note_error(&error) {
-                        next_heartbeat = Instant::now() + backoff(1);
-                    }
                 }
             }
         }

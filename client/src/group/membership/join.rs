@@ -51,15 +51,7 @@ impl Membership {
                 Next::Retry
             }
             Reaction::LoseAndRejoin { reset_member_id } => {
-                tracing::info!(
-                    ?code,
-                    group = self.coordinator.group_id(),
-                    "lost group membership"
-                );
-                if reset_member_id {
-                    self.member_id.clear();
-                }
-                if self.lose_all().await {
+                if self.membership_lost(code, reset_member_id).await {
                     Next::Retry
                 } else {
                     Next::Stop

@@ -323,6 +323,21 @@ impl Membership {
         }
     }
 
+    /// The coordinator no longer knows this membership: forget the member
+    /// id if told to and drop the partitions as lost; false if the consumer
+    /// is gone.
+    async fn membership_lost(&mut self, code: ErrorCode, reset_member_id: bool) -> bool {
+        tracing::info!(
+            ?code,
+            group = self.coordinator.group_id(),
+            "lost group membership"
+        );
+        if reset_member_id {
+            self.member_id.clear();
+        }
+        self.lose_all().await
+    }
+
     /// Drops every partition as lost (another member may own them already).
     async fn lose_all(&mut self) -> bool {
         self.generation = -1;
@@ -388,15 +403,7 @@ impl Membership {
                 Reaction::Proceed => {}
                 Reaction::Rejoin | Reaction::JoinWithGivenId => return Flow::Rejoin,
                 Reaction::LoseAndRejoin { reset_member_id } => {
-                    tracing::info!(
-                        ?code,
-                        group = self.coordinator.group_id(),
-                        "lost group membership"
-                    );
-                    if reset_member_id {
-                        self.member_id.clear();
-                    }
-                    return if self.lose_all().await {
+                    return if self.membership_lost(code, reset_member_id).await {
                         Flow::Rejoin
                     } else {
                         Flow::Stop

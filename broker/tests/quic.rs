@@ -42,7 +42,18 @@ async fn call(
     version: i16,
     request: RequestKind,
 ) -> Result<Option<ResponseKind>> {
-    let (mut send, mut recv) = connection.open_bi().await?;
+    let (mut send, recv) = connection.open_bi().await?;
+    write_request(&mut send, key, version, request).await?;
+    read_response(recv, key, version).await
+}
+
+/// Writes one request frame on `send` and finishes it.
+async fn write_request(
+    send: &mut quinn::SendStream,
+    key: ApiKey,
+    version: i16,
+    request: RequestKind,
+) -> Result<()> {
     let header = RequestHeader {
         api_key: key as i16,
         api_version: version,
@@ -53,6 +64,15 @@ async fn call(
     let mut chunks = frame.chunks;
     send.write_all_chunks(&mut chunks).await?;
     send.finish()?;
+    Ok(())
+}
+
+/// Reads the response frame of a request stream, `None` if there is none.
+async fn read_response(
+    mut recv: quinn::RecvStream,
+    key: ApiKey,
+    version: i16,
+) -> Result<Option<ResponseKind>> {
     let data = recv.read_to_end(64 * 1024 * 1024).await?;
     if data.is_empty() {
         return Ok(None);
@@ -210,5 +230,52 @@ async fn quic_oversized_frame_closes_connection() -> Result<()> {
     )
     .await?;
     assert!(matches!(response, Some(ResponseKind::ApiVersions(_))));
+    Ok(())
+}
+
+/// Requests on one QUIC connection are applied in the order their streams were
+/// opened, not the order their bytes arrive (Kafka's per-connection ordering),
+/// so a client may pipeline produces of one partition over QUIC: streams
+/// opened 0..4 but written 3, 2, 1, 0 still get offsets 0..4 in stream order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quic_requests_apply_in_stream_order() -> Result<()> {
+    const STREAMS: i64 = 4;
+    let dir = tempfile::tempdir()?;
+    let broker = Skiffd::start(dir.path(), &[])?;
+    let (_endpoint, connection) = connect(&broker).await?;
+    let mut streams = Vec::new();
+    for _ in 0..STREAMS {
+        streams.push(connection.open_bi().await?);
+    }
+    let mut answers = Vec::new();
+    let opened: Vec<_> = (0..STREAMS).zip(streams).collect();
+    for (index, (mut send, recv)) in opened.into_iter().rev() {
+        let value = format!("stream-{index}");
+        let request = produce_request("quic-order", batch(&[value.as_bytes()], -1, -1, -1));
+        write_request(&mut send, ApiKey::Produce, 9, request).await?;
+        answers.push((index, recv));
+        // Lets the later-opened stream's request reach the broker first.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for (index, recv) in answers {
+        let response = tokio::time::timeout(
+            Duration::from_secs(10),
+            read_response(recv, ApiKey::Produce, 9),
+        )
+        .await??;
+        let Some(ResponseKind::Produce(r)) = response else {
+            bail!("unexpected {response:?}")
+        };
+        let p = &r.responses[0].partition_responses[0];
+        assert_eq!((p.error_code, p.base_offset), (0, index), "stream {index}");
+    }
+    let (error, records) = fetch(&connection, "quic-order", 0, 0).await?;
+    assert_eq!(error, 0);
+    let expected: Vec<String> = (0..STREAMS).map(|i| format!("stream-{i}")).collect();
+    let values: Vec<String> = record_values(records)?
+        .iter()
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect();
+    assert_eq!(values, expected);
     Ok(())
 }

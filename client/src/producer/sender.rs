@@ -20,7 +20,7 @@ use super::accumulator::{Accumulator, PartitionQueue};
 use super::batch::{BatchAck, ProducerBatch};
 use super::{init_producer_id, Acks, Shared};
 use crate::error::{Error, Result};
-use crate::net::{BrokerConnection, ResponseFuture, Transport};
+use crate::net::{BrokerConnection, ResponseFuture};
 
 /// A finished Produce request: its batches back, and the outcome.
 struct Completion {
@@ -187,15 +187,7 @@ fn drain(shared: &Shared, state: &mut SenderState, now: Instant) -> Drained {
                 drained.need_metadata = true;
                 continue;
             };
-            // QUIC gives each request its own stream and the broker serves
-            // streams concurrently, so two batches of a partition could be
-            // applied in either order: there a partition has one batch in
-            // flight (other partitions still share the connection).
-            let per_partition_max = match client.broker_address(leader).map(|a| a.transport) {
-                Some(Transport::Quic) => 1,
-                _ => config.max_in_flight,
-            };
-            if !queue.may_pipeline(idempotent, per_partition_max) {
+            if !queue.may_pipeline(idempotent, config.max_in_flight) {
                 continue;
             }
             let broker_in_flight = state.in_flight_by_broker.get(&leader).copied().unwrap_or(0);

@@ -242,6 +242,7 @@ async fn quic_requests_apply_in_stream_order() -> Result<()> {
     const STREAMS: i64 = 4;
     let dir = tempfile::tempdir()?;
     let broker = Skiffd::start(dir.path(), &[])?;
+    assert_eq!(broker.connect()?.create_topic("quic-order", 1, &[])?, 0);
     let (_endpoint, connection) = connect(&broker).await?;
     let mut streams = Vec::new();
     for _ in 0..STREAMS {

@@ -201,6 +201,36 @@ fn consume_reads_back_everything() -> Result<()> {
     Ok(())
 }
 
+/// consume in a consumer group: two members split four partitions and
+/// together read every record exactly once.
+#[test]
+fn group_consumers_read_back_everything() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let report = run_json(
+        &[
+            "consume",
+            "--total",
+            "1MB",
+            "--message-size",
+            "1000",
+            "--partitions",
+            "4",
+            "--consumers",
+            "2",
+            "--consumer-mode",
+            "group",
+        ],
+        dir.path(),
+    )?;
+    for pointer in ["/counts/sent", "/counts/acked", "/counts/consumed"] {
+        ensure!(
+            number(&report, pointer)? as u64 == 1000,
+            "{pointer} is not 1000: {report:#}"
+        );
+    }
+    Ok(())
+}
+
 /// The embedded broker's QUIC listener is trusted through its own certificate,
 /// and `--durability sync` reaches skiffd under the flag name it knows.
 #[test]

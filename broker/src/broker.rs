@@ -7,6 +7,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::watch;
 
 use crate::config::Config;
+use crate::coordinator::CoordinatorConfig;
+use crate::group_runtime::GroupRuntime;
 use crate::metrics::Metrics;
 use crate::storage::{LogManager, StorageError};
 use crate::topic_config;
@@ -98,6 +100,8 @@ pub struct Broker {
     pub metrics: Arc<Metrics>,
     /// Becomes `true` when the broker starts shutting down; long polls end early.
     pub shutdown: watch::Receiver<bool>,
+    /// The group coordinator and its `__consumer_offsets` I/O.
+    pub groups: Arc<GroupRuntime>,
 }
 
 impl Broker {
@@ -121,7 +125,13 @@ impl Broker {
             Arc::clone(&metrics),
         )?;
         let producer_ids = ProducerIdAllocator::open(&data_dir, topics.max_producer_id())?;
+        let groups = Arc::new(GroupRuntime::new(
+            coordinator_config(&config),
+            config.offsets_retention_check_interval_ms,
+            &topics,
+        ));
         Ok(Broker {
+            groups,
             advertised_host: config.advertised_host(),
             advertised_port: i32::from(advertised_port),
             config,
@@ -144,7 +154,9 @@ impl Broker {
             return Ok(topic);
         }
         crate::topics::validate_topic_name(name)?;
-        if !(self.config.auto_create_topics && allow_auto_create) {
+        // The internal offsets topic is only ever created by the coordinator.
+        let internal = name == crate::coordinator::OFFSETS_TOPIC;
+        if internal || !(self.config.auto_create_topics && allow_auto_create) {
             return Err(TopicError::Unknown {
                 name: name.to_string(),
             });
@@ -175,5 +187,17 @@ impl Broker {
             }
         }
         out
+    }
+}
+
+/// The coordinator's settings from the broker's.
+pub fn coordinator_config(config: &Config) -> CoordinatorConfig {
+    CoordinatorConfig {
+        offsets_partitions: u32::try_from(config.offsets_topic_partitions).unwrap_or(1),
+        session_timeout_min_ms: config.group_min_session_timeout_ms,
+        session_timeout_max_ms: config.group_max_session_timeout_ms,
+        initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms,
+        offsets_retention_ms: config.offsets_retention_ms,
+        ..CoordinatorConfig::default()
     }
 }

@@ -139,6 +139,21 @@ pub struct Config {
     pub auto_create_topics: bool,
     /// Defaults for new topics.
     pub topic: TopicDefaults,
+    /// Partitions of `__consumer_offsets` when it is created
+    /// (`offsets.topic.num.partitions`); an existing topic keeps its count.
+    pub offsets_topic_partitions: i32,
+    /// How long the committed offsets of an empty group are kept
+    /// (`offsets.retention.minutes`, in milliseconds).
+    pub offsets_retention_ms: i64,
+    /// How often expired offsets are looked for (`offsets.retention.check.interval.ms`).
+    pub offsets_retention_check_interval_ms: i64,
+    /// Smallest session timeout a member may ask for (`group.min.session.timeout.ms`).
+    pub group_min_session_timeout_ms: i32,
+    /// Largest session timeout a member may ask for (`group.max.session.timeout.ms`).
+    pub group_max_session_timeout_ms: i32,
+    /// How long an empty group's first rebalance waits for more members
+    /// (`group.initial.rebalance.delay.ms`).
+    pub group_initial_rebalance_delay_ms: i64,
 }
 
 impl Default for Config {
@@ -159,6 +174,12 @@ impl Default for Config {
             idle_timeout_ms: 600_000,
             auto_create_topics: true,
             topic: TopicDefaults::default(),
+            offsets_topic_partitions: 50,
+            offsets_retention_ms: 7 * 24 * 3_600_000,
+            offsets_retention_check_interval_ms: 600_000,
+            group_min_session_timeout_ms: 6_000,
+            group_max_session_timeout_ms: 1_800_000,
+            group_initial_rebalance_delay_ms: 3_000,
         }
     }
 }
@@ -236,7 +257,7 @@ pub struct Cli {
     /// Close a connection after this long without a request. [default: 600000]
     #[arg(long, env = "SKIFF_IDLE_TIMEOUT_MS", value_name = "MS")]
     pub idle_timeout_ms: Option<u64>,
-    /// Create unknown topics on Metadata and Produce (true/false). [default: true]
+    /// Create unknown topics when a client asks for them in Metadata, as Kafka does (true/false). [default: true]
     #[arg(long, env = "SKIFF_AUTO_CREATE_TOPICS", action = ArgAction::Set, value_name = "BOOL")]
     pub auto_create_topics: Option<bool>,
     /// Partitions of auto-created topics and of CreateTopics with -1 (num.partitions). [default: 1]
@@ -285,6 +306,32 @@ pub struct Cli {
     /// Periodic flush after this many messages (flush.messages). [default: 10000]
     #[arg(long, env = "SKIFF_TOPIC_FLUSH_MESSAGES", value_name = "N")]
     pub topic_flush_messages: Option<u64>,
+    /// Partitions of __consumer_offsets when first created (offsets.topic.num.partitions). [default: 50]
+    #[arg(long, env = "SKIFF_OFFSETS_TOPIC_PARTITIONS", value_name = "N")]
+    pub offsets_topic_partitions: Option<i32>,
+    /// How long an empty group's committed offsets are kept (offsets.retention.minutes, in ms). [default: 604800000]
+    #[arg(long, env = "SKIFF_OFFSETS_RETENTION_MS", value_name = "MS")]
+    pub offsets_retention_ms: Option<i64>,
+    /// How often expired offsets are looked for (offsets.retention.check.interval.ms). [default: 600000]
+    #[arg(
+        long,
+        env = "SKIFF_OFFSETS_RETENTION_CHECK_INTERVAL_MS",
+        value_name = "MS"
+    )]
+    pub offsets_retention_check_interval_ms: Option<i64>,
+    /// Smallest session timeout a group member may use (group.min.session.timeout.ms). [default: 6000]
+    #[arg(long, env = "SKIFF_GROUP_MIN_SESSION_TIMEOUT_MS", value_name = "MS")]
+    pub group_min_session_timeout_ms: Option<i32>,
+    /// Largest session timeout a group member may use (group.max.session.timeout.ms). [default: 1800000]
+    #[arg(long, env = "SKIFF_GROUP_MAX_SESSION_TIMEOUT_MS", value_name = "MS")]
+    pub group_max_session_timeout_ms: Option<i32>,
+    /// How long a new group's first rebalance waits for more members (group.initial.rebalance.delay.ms). [default: 3000]
+    #[arg(
+        long,
+        env = "SKIFF_GROUP_INITIAL_REBALANCE_DELAY_MS",
+        value_name = "MS"
+    )]
+    pub group_initial_rebalance_delay_ms: Option<i64>,
 }
 
 impl Config {
@@ -370,6 +417,27 @@ impl Config {
         set(&mut topic.flush_mode, &cli.topic_flush_mode);
         set(&mut topic.flush_ms, &cli.topic_flush_ms);
         set(&mut topic.flush_messages, &cli.topic_flush_messages);
+        set(
+            &mut self.offsets_topic_partitions,
+            &cli.offsets_topic_partitions,
+        );
+        set(&mut self.offsets_retention_ms, &cli.offsets_retention_ms);
+        set(
+            &mut self.offsets_retention_check_interval_ms,
+            &cli.offsets_retention_check_interval_ms,
+        );
+        set(
+            &mut self.group_min_session_timeout_ms,
+            &cli.group_min_session_timeout_ms,
+        );
+        set(
+            &mut self.group_max_session_timeout_ms,
+            &cli.group_max_session_timeout_ms,
+        );
+        set(
+            &mut self.group_initial_rebalance_delay_ms,
+            &cli.group_initial_rebalance_delay_ms,
+        );
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -398,6 +466,23 @@ impl Config {
         }
         if self.topic.max_message_bytes < 64 {
             return invalid("topic.max_message_bytes", "must be at least 64");
+        }
+        if self.offsets_topic_partitions < 1 {
+            return invalid("offsets_topic_partitions", "must be at least 1");
+        }
+        if self.offsets_retention_ms < 1 || self.offsets_retention_check_interval_ms < 1 {
+            return invalid("offsets_retention_*", "must be positive");
+        }
+        if self.group_min_session_timeout_ms < 1
+            || self.group_max_session_timeout_ms < self.group_min_session_timeout_ms
+        {
+            return invalid(
+                "group_*_session_timeout_ms",
+                "min must be positive and at most max",
+            );
+        }
+        if self.group_initial_rebalance_delay_ms < 0 {
+            return invalid("group_initial_rebalance_delay_ms", "must not be negative");
         }
         Ok(())
     }
@@ -461,6 +546,14 @@ mod tests {
             &["skiffd", "--connection-inflight-bytes-max", "0"],
             &["skiffd", "--connection-inflight-bytes-max", "5000000000"],
             &["skiffd", "--topic-partitions", "0"],
+            &["skiffd", "--offsets-topic-partitions", "0"],
+            &[
+                "skiffd",
+                "--group-min-session-timeout-ms",
+                "7000",
+                "--group-max-session-timeout-ms",
+                "6000",
+            ],
         ] {
             let cli = Cli::try_parse_from(args).unwrap();
             assert!(

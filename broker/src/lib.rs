@@ -9,11 +9,13 @@
 //! - [`producer_state`]: idempotent-producer sequence rules, per partition.
 //! - [`metrics`]: counters and histograms, rendered for Prometheus.
 //! - [`storage`]: the log engine (segments, indexes, recovery).
-//! - [`coordinator`]: the group coordinator state machine (not yet wired to the server).
+//! - [`coordinator`]: the group coordinator state machine (pure, no I/O).
+//! - [`group_runtime`]: the coordinator wired to timers, replies and `__consumer_offsets`.
 
 pub mod broker;
 pub mod config;
 pub mod coordinator;
+pub mod group_runtime;
 pub mod handlers;
 pub mod metrics;
 pub mod producer_state;

@@ -53,7 +53,11 @@ fn api_versions_lists_served_apis() -> Result<()> {
         assert_eq!(response.error_code, 0);
         let mut keys: Vec<i16> = response.api_keys.iter().map(|k| k.api_key).collect();
         keys.sort_unstable();
-        assert_eq!(keys, vec![0, 1, 2, 3, 18, 19, 20, 22, 32], "v{version}");
+        assert_eq!(
+            keys,
+            vec![0, 1, 2, 3, 8, 9, 10, 11, 12, 13, 14, 15, 16, 18, 19, 20, 22, 32, 42],
+            "v{version}"
+        );
         let metadata = response.api_keys.iter().find(|k| k.api_key == 3).unwrap();
         assert!(metadata.min_version == 0 && metadata.max_version >= 4);
     }
@@ -73,6 +77,10 @@ fn metadata_and_auto_creation() -> Result<()> {
         assert_eq!(response.topics[0].error_code, 0, "v{version}");
         assert_eq!(response.topics[0].partitions.len(), 3);
     }
+    // Produce never creates a topic, even with auto-creation on: Kafka
+    // creates topics only on Metadata, which clients send first.
+    let (error, _) = client.produce("produced-to", 0, batch(&[b"x"], -1, -1, -1), 1)?;
+    assert_eq!(error, ErrorCode::UnknownTopicOrPartition.code());
     let refused = metadata(&mut client, 9, Some(&["not-made"]), false)?;
     assert_eq!(
         refused.topics[0].error_code,

@@ -66,7 +66,8 @@ fn unknown_api_or_version_is_unsupported_version() -> Result<()> {
         (18, 99, 42),
         (0, 2, 43),
         (1, 13, 44),
-        (10, 4, 45),
+        (10, 5, 45),
+        (17, 0, 46),
     ] {
         client.write_raw(&raw_frame(key, version, correlation_id, &[]))?;
         let mut frame = client.read_frame()?;
@@ -84,8 +85,8 @@ fn unknown_api_or_version_is_unsupported_version() -> Result<()> {
             frame.advance(4);
         }
         assert!(
-            keys.contains(&18) && !keys.contains(&10),
-            "FindCoordinator is not advertised"
+            keys.contains(&18) && keys.contains(&10) && !keys.contains(&17),
+            "ApiVersions and FindCoordinator are advertised, SaslHandshake is not"
         );
         still_serves(&mut client)?;
     }

@@ -89,6 +89,7 @@ fn request_larger_than_inflight_budget() -> Result<()> {
         ],
     )?;
     let mut client = broker.connect()?;
+    assert_eq!(client.create_topic("budget", 1, &[])?, 0);
     let value = vec![b'z'; 8000];
     for i in 0..5 {
         assert_eq!(
@@ -105,6 +106,7 @@ fn acks_zero_sends_no_response() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let broker = Skiffd::start(dir.path(), &[])?;
     let mut client = broker.connect()?;
+    assert_eq!(client.create_topic("acks0", 1, &[])?, 0);
     let mut data = messages::produce_request::PartitionProduceData::default();
     data.records = Some(batch(&[b"fire", b"forget"], -1, -1, -1));
     let mut topic = messages::produce_request::TopicProduceData::default();

@@ -144,6 +144,11 @@ async fn fetch(
 async fn quic_api_versions_produce_fetch_and_long_poll() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let broker = Skiffd::start(dir.path(), &[])?;
+    // Produce does not create topics (only Metadata does, as in Kafka).
+    let mut tcp = broker.connect()?;
+    for topic in ["quic-busy", "quic-waiting"] {
+        assert_eq!(tcp.create_topic(topic, 1, &[])?, 0);
+    }
     let (_endpoint, connection) = connect(&broker).await?;
 
     let Some(ResponseKind::ApiVersions(versions)) = call(
@@ -237,6 +242,7 @@ async fn quic_requests_apply_in_stream_order() -> Result<()> {
     const STREAMS: i64 = 4;
     let dir = tempfile::tempdir()?;
     let broker = Skiffd::start(dir.path(), &[])?;
+    assert_eq!(broker.connect()?.create_topic("quic-order", 1, &[])?, 0);
     let (_endpoint, connection) = connect(&broker).await?;
     let mut streams = Vec::new();
     for _ in 0..STREAMS {

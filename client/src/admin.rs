@@ -98,6 +98,11 @@ impl Admin {
         Admin { client, timeout }
     }
 
+    /// The client this admin uses.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
     fn timeout_ms(&self) -> i32 {
         i32::try_from(self.timeout.as_millis()).unwrap_or(i32::MAX)
     }

@@ -163,6 +163,26 @@ pub enum Error {
         /// The first failure.
         first_error: Box<Error>,
     },
+    /// A group member's subscription or assignment bytes could not be decoded.
+    #[error("malformed consumer protocol {what}: {reason}")]
+    MalformedGroupData {
+        /// Subscription or assignment.
+        what: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The operation needs a group without members (offsets of an active
+    /// group belong to its members).
+    #[error("group {group:?} has {members} active member(s); stop its consumers first")]
+    GroupNotEmpty {
+        /// The group.
+        group: String,
+        /// How many members it has.
+        members: usize,
+    },
+    /// The consumer has no group (no `group_id`, or `subscribe` not called).
+    #[error("the consumer is not in a group: {0}")]
+    NoGroup(&'static str),
     /// The producer or consumer was closed.
     #[error("the {0} is closed")]
     Closed(&'static str),

@@ -21,7 +21,10 @@
 //! ```
 //!
 //! - [`producer`]: batching, idempotent producer with murmur2 partitioning.
-//! - [`consumer`]: manual-assignment consumer with pipelined fetches.
+//! - [`consumer`]: consumer with pipelined fetches, manual assignment or
+//!   group subscription ([`Consumer::subscribe`]).
+//! - [`group`]: consumer groups: assignors, the embedded consumer protocol,
+//!   coordinator lookup and offset commits.
 //! - [`admin`]: topics, offsets, cluster metadata.
 //! - [`net`]: addresses, TCP and QUIC transports, version negotiation.
 
@@ -31,6 +34,7 @@ pub mod admin;
 pub mod client;
 pub mod consumer;
 pub mod error;
+pub mod group;
 pub mod metadata;
 pub mod net;
 pub mod producer;
@@ -38,9 +42,13 @@ pub mod producer;
 pub use admin::{Admin, ConfigEntry, NewTopic, TopicDescription};
 pub use client::{Client, ClientConfig};
 pub use consumer::{
-    Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, OffsetSpec, SeekTo, TopicPartition,
+    Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, OffsetSpec, RebalanceListener, SeekTo,
+    TopicPartition,
 };
 pub use error::{Error, Result};
+pub use group::{
+    CommittedOffset, GroupCoordinator, GroupDescription, GroupListing, MemberDescription,
+};
 pub use metadata::{ClusterMetadata, PartitionMetadata, TopicMetadata};
 pub use net::{BrokerAddress, QuicTrust, Transport};
 pub use producer::{

@@ -1,8 +1,9 @@
 //! `skiff`: administer topics, produce from stdin, consume to stdout.
 //!
 //! Exit codes: 0 success, 1 other error, 2 bad usage, 3 no broker
-//! reachable, 4 topic or partition not found, 5 topic already exists,
-//! 6 some records were not delivered, 7 timed out.
+//! reachable, 4 topic, partition or group not found, 5 topic already
+//! exists, 6 some records were not delivered, 7 timed out, 8 the group
+//! has active members.
 
 mod cli;
 

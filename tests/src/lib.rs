@@ -15,6 +15,9 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use skiff_client::{Client, ClientConfig, QuicTrust, Transport};
 
+pub mod groups;
+pub mod python;
+
 /// Path of the skiffd binary, for use in integration tests.
 #[macro_export]
 macro_rules! skiffd_bin {

@@ -159,12 +159,16 @@ pub struct ConsumePhase {
 }
 
 impl ConsumePhase {
-    /// The measured interval: start of consumption → last record delivered.
+    /// The measured interval: first record delivered → last record
+    /// delivered. Not from the phase's start: consumers in a group get no
+    /// partitions until the group's first rebalance completes (after
+    /// Kafka's 3 s initial rebalance delay by default), which says nothing
+    /// about the broker's read path.
     pub fn measured_elapsed(&self) -> Duration {
-        self.outcome
-            .last_measured
-            .map(|last| last.saturating_duration_since(self.started))
-            .unwrap_or_default()
+        match (self.outcome.first_measured, self.outcome.last_measured) {
+            (Some(first), Some(last)) => last.saturating_duration_since(first),
+            _ => Duration::ZERO,
+        }
     }
 }
 

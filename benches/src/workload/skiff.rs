@@ -169,12 +169,15 @@ impl Connector for SkiffConnector {
     }
 
     async fn consumer(&self, topics: &[String], assignment: &Assignment) -> Result<SkiffConsumer> {
-        let config = ConsumerConfig {
+        let mut config = ConsumerConfig {
             auto_offset_reset: OffsetReset::Earliest,
             max_partition_fetch_bytes: self.partition_fetch_bytes,
             fetch_max_wait: Duration::from_millis(100),
             ..ConsumerConfig::default()
         };
+        if let Assignment::Group { group_id } = assignment {
+            config.group_id = Some(group_id.clone());
+        }
         let mut consumer = Consumer::new(self.new_client().await?, config);
         match assignment {
             Assignment::Manual(pairs) => {
@@ -190,13 +193,15 @@ impl Connector for SkiffConnector {
                 }
                 consumer.assign(partitions);
             }
-            Assignment::Group { group_id } => {
-                bail!("consumer group {group_id:?}: skiff-client has no group membership yet; use --consumer-mode assigned")
+            Assignment::Group { .. } => {
+                let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+                consumer.subscribe(&names).await?;
             }
         }
         Ok(SkiffConsumer {
             consumer,
             topics: topics.to_vec(),
+            in_group: matches!(assignment, Assignment::Group { .. }),
         })
     }
 }
@@ -250,10 +255,11 @@ impl BenchProducer for SkiffProducer {
     }
 }
 
-/// A skiff-client consumer with manual assignment.
+/// A skiff-client consumer, manually assigned or in a group.
 pub struct SkiffConsumer {
     consumer: Consumer,
     topics: Vec<String>,
+    in_group: bool,
 }
 
 impl BenchConsumer for SkiffConsumer {
@@ -281,7 +287,12 @@ impl BenchConsumer for SkiffConsumer {
         Ok(records.len())
     }
 
+    /// In a group, commits what was consumed and leaves, so the group's
+    /// next member does not wait out this one's session timeout.
     async fn close(self) -> Result<()> {
+        if self.in_group {
+            self.consumer.close().await?;
+        }
         Ok(())
     }
 }

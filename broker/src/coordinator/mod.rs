@@ -40,7 +40,7 @@
 //! drawn in [`rebalance`]. Kafka's documentation of the classic protocol and
 //! `GroupCoordinator.scala` are the reference for the checks and their order.
 //!
-//! See `NOTES.md` next to this file for how the broker wires it up.
+//! [`crate::group_runtime`] wires it to the server, timers and the log.
 
 pub mod admin;
 pub mod group;

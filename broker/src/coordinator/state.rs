@@ -235,6 +235,11 @@ impl GroupCoordinator {
         out
     }
 
+    /// Members of every group, for metrics.
+    pub fn member_count(&self) -> usize {
+        self.groups.values().map(|g| g.members.len()).sum()
+    }
+
     /// The group ids this broker currently coordinates, for tests and tools.
     pub fn group_ids(&self) -> HashSet<&str> {
         self.groups.keys().map(String::as_str).collect()

@@ -78,6 +78,7 @@ fn describe(topic: &Topic, node: BrokerId, operations: Option<i32>) -> MetadataR
         out.topic_authorized_operations = operations;
     }
     out.name = Some(TopicName(str_bytes(topic.name.clone())));
+    out.is_internal = topic.name == crate::coordinator::OFFSETS_TOPIC;
     out.partitions = topic
         .partitions
         .iter()

@@ -7,10 +7,11 @@
 //! and Fetch v13+ address topics by topic id, ListOffsets v7+ adds the
 //! max-timestamp query, CreateTopics v7 returns topic ids.
 //!
-//! Consumer group APIs (FindCoordinator, JoinGroup, SyncGroup, Heartbeat,
-//! LeaveGroup, OffsetCommit, OffsetFetch, ListGroups, DescribeGroups,
-//! DeleteGroups) belong in a `groups` module here, added to [`SERVED`] and
-//! to the match in [`handle`] when the coordinator lands.
+//! Consumer group APIs live in [`groups`], answered by the coordinator in
+//! [`crate::group_runtime`]. They stop below the KIP-848 versions
+//! (OffsetCommit/OffsetFetch v9+), ListGroups v5 (type filter),
+//! DescribeGroups v6 and FindCoordinator v5+ (transaction and share
+//! coordinators), which need things this broker does not have.
 
 use std::sync::Arc;
 
@@ -27,6 +28,7 @@ use crate::topics::TopicError;
 pub mod api_versions;
 pub mod describe_configs;
 pub mod fetch;
+pub mod groups;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
@@ -44,6 +46,16 @@ pub const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteTopics, 1, 5),
     (ApiKey::InitProducerId, 0, 4),
     (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 8),
+    (ApiKey::ListGroups, 0, 4),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::DeleteGroups, 0, 2),
 ];
 
 /// Whether `(api_key, api_version)` is served, by raw numbers from the wire.
@@ -87,6 +99,7 @@ pub fn start(
     broker: &Arc<Broker>,
     header: &RequestHeader,
     request: RequestKind,
+    client: std::net::IpAddr,
 ) -> Result<Started, HandlerError> {
     let version = header.api_version;
     let response = match request {
@@ -116,6 +129,47 @@ pub fn start(
                 produce::respond(pending).await.map(ResponseKind::Produce)
             })));
         }
+        RequestKind::FindCoordinator(r) => {
+            ResponseKind::FindCoordinator(groups::find_coordinator(broker, version, r))
+        }
+        RequestKind::JoinGroup(r) => {
+            let client_id = header.client_id.as_deref().unwrap_or_default();
+            // Kafka reports the host as `InetAddress.toString()` gives it.
+            let client_host = format!("/{client}");
+            let answer = groups::membership::join(broker, version, client_id, client_host, r);
+            return Ok(later(async move { ResponseKind::JoinGroup(answer.await) }));
+        }
+        RequestKind::SyncGroup(r) => {
+            let answer = groups::membership::sync(broker, version, r);
+            return Ok(later(async move { ResponseKind::SyncGroup(answer.await) }));
+        }
+        RequestKind::Heartbeat(r) => {
+            ResponseKind::Heartbeat(groups::membership::heartbeat(broker, r))
+        }
+        RequestKind::LeaveGroup(r) => {
+            ResponseKind::LeaveGroup(groups::membership::leave(broker, version, r))
+        }
+        RequestKind::OffsetCommit(r) => {
+            let answer = groups::offsets::commit(broker, version, r);
+            return Ok(later(
+                async move { ResponseKind::OffsetCommit(answer.await) },
+            ));
+        }
+        RequestKind::OffsetFetch(r) => {
+            ResponseKind::OffsetFetch(groups::offsets::fetch(broker, version, r))
+        }
+        RequestKind::ListGroups(r) => {
+            ResponseKind::ListGroups(groups::admin::list(broker, version, r))
+        }
+        RequestKind::DescribeGroups(r) => {
+            ResponseKind::DescribeGroups(groups::admin::describe(broker, version, r))
+        }
+        RequestKind::DeleteGroups(r) => {
+            let answer = groups::admin::delete(broker, r);
+            return Ok(later(
+                async move { ResponseKind::DeleteGroups(answer.await) },
+            ));
+        }
         RequestKind::Fetch(r) => {
             let broker = Arc::clone(broker);
             return Ok(Started::Later(Box::pin(async move {
@@ -130,6 +184,11 @@ pub fn start(
         }
     };
     Ok(Started::Done(Some(response)))
+}
+
+/// A response that is ready once `answer` is.
+fn later(answer: impl std::future::Future<Output = ResponseKind> + Send + 'static) -> Started {
+    Started::Later(Box::pin(async move { Some(answer.await) }))
 }
 
 /// The Kafka error code for a topic administration error.
@@ -175,6 +234,7 @@ mod tests {
                 "{key:?} {min}..={max} outside the codec's {codec:?}"
             );
         }
-        assert!(is_served(18, 4) && !is_served(18, 5) && !is_served(10, 0));
+        assert!(is_served(18, 4) && !is_served(18, 5) && !is_served(17, 0));
+        assert!(is_served(10, 4) && !is_served(10, 5) && !is_served(8, 9) && !is_served(8, 1));
     }
 }

@@ -66,7 +66,10 @@ pub fn append_all(broker: &Arc<Broker>, _version: i16, request: ProduceRequest) 
     let mut results: Vec<(String, Vec<PartitionOutcome>)> = Vec::new();
     for topic in request.topic_data {
         let name = topic.name.as_str().to_string();
-        let found = broker.topic_or_create(&name, true);
+        // As in Kafka, only Metadata auto-creates topics; a Produce to an
+        // unknown topic answers UNKNOWN_TOPIC_OR_PARTITION, and the client
+        // retries after a metadata refresh (which creates it if allowed).
+        let found = broker.topic_or_create(&name, false);
         let mut partitions = Vec::with_capacity(topic.partition_data.len());
         for data in topic.partition_data {
             let outcome = if request.transactional_id.is_some() {
@@ -75,6 +78,15 @@ pub fn append_all(broker: &Arc<Broker>, _version: i16, request: ProduceRequest) 
                     Appended::failed(
                         ErrorCode::TransactionalIdAuthorizationFailed,
                         "transactions are not supported",
+                    ),
+                )
+            } else if name == crate::coordinator::OFFSETS_TOPIC {
+                // Kafka refuses client writes to internal topics.
+                (
+                    None,
+                    Appended::failed(
+                        ErrorCode::InvalidTopicException,
+                        "cannot append to internal topic __consumer_offsets",
                     ),
                 )
             } else if !matches!(acks, -1..=1) {

@@ -53,6 +53,17 @@ pub fn create(
             response.topics.push(result);
             continue;
         }
+        if name == crate::coordinator::OFFSETS_TOPIC && broker.topics.get(&name).is_none() {
+            // The coordinator creates it, with its partition count and
+            // compaction; one made by a client would not fit.
+            fail(
+                &mut result,
+                ErrorCode::InvalidRequest,
+                format!("{name} is an internal topic, created by the group coordinator"),
+            );
+            response.topics.push(result);
+            continue;
+        }
         if topic.replication_factor != -1 && topic.replication_factor != 1 {
             fail(
                 &mut result,
@@ -161,9 +172,17 @@ pub fn delete(
     let mut response = DeleteTopicsResponse::default();
     for name in request.topic_names {
         let mut result = DeletableTopicResult::default();
-        if let Err(error) = broker.topics.delete(name.as_str()) {
+        if name.as_str() == crate::coordinator::OFFSETS_TOPIC {
+            // As Kafka's controller: internal topics cannot be deleted.
+            result.error_code = ErrorCode::InvalidRequest.code();
+            result.error_message = Some(str_bytes(
+                "__consumer_offsets is an internal topic and cannot be deleted",
+            ));
+        } else if let Err(error) = broker.topics.delete(name.as_str()) {
             result.error_code = topic_error_code(&error).code();
             result.error_message = Some(str_bytes(error.to_string()));
+        } else {
+            broker.groups.topics_deleted(&[name.as_str().to_owned()]);
         }
         result.name = Some(name);
         response.responses.push(result);

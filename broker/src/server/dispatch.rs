@@ -69,7 +69,8 @@ impl Dispatched {
 /// side effects before returning, so calling it in arrival order applies
 /// requests in arrival order; what is left (durability waits, long polls,
 /// encoding their responses) is returned as a future.
-pub fn dispatch(broker: &Arc<Broker>, request: Bytes) -> Dispatched {
+/// `client` is the peer's address, for the APIs that report it.
+pub fn dispatch(broker: &Arc<Broker>, request: Bytes, client: std::net::IpAddr) -> Dispatched {
     let started = Instant::now();
     let (key, version, correlation_id) = match frame::peek_request_ids(&request) {
         Ok(ids) => ids,
@@ -115,7 +116,7 @@ pub fn dispatch(broker: &Arc<Broker>, request: Bytes) -> Dispatched {
         name,
         started,
     };
-    match handlers::start(broker, &header, body) {
+    match handlers::start(broker, &header, body, client) {
         Ok(Started::Done(response)) => Dispatched::Ready(respond.finish(Ok(response))),
         Ok(Started::Later(future)) => Dispatched::Later(Box::pin(async move {
             let response = future.await;

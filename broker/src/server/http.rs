@@ -53,7 +53,8 @@ async fn serve(mut stream: TcpStream, broker: Arc<Broker>) -> std::io::Result<()
     );
     let (status, content_type, body) =
         if method == b"GET" && (path == b"/metrics" || path.starts_with(b"/metrics?")) {
-            let body = broker.metrics.render(&broker.offsets_snapshot());
+            let mut body = broker.metrics.render(&broker.offsets_snapshot());
+            body.push_str(&broker.groups.render_metrics());
             ("200 OK", "text/plain; version=0.0.4; charset=utf-8", body)
         } else {
             (

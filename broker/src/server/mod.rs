@@ -82,6 +82,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         shutdown_rx.clone(),
     )?);
     broker.logs.start_background();
+    broker.groups.start(shutdown_rx.clone());
     let (alive, drained) = mpsc::channel(1);
     let mut accept_loops = Vec::new();
     accept_loops.push(tokio::spawn(tcp::accept_loop(

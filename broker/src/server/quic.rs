@@ -190,7 +190,7 @@ async fn serve_connection(
             Ok(None) => continue,
             Err(()) => break,
         };
-        let outcome = dispatch(&broker, request).outcome();
+        let outcome = dispatch(&broker, request, peer.ip()).outcome();
         let connection = connection.clone();
         let alive = alive.clone();
         tokio::spawn(async move {

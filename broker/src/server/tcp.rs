@@ -173,7 +173,7 @@ async fn serve_connection(
             buf.advance(frame::FRAME_SIZE_PREFIX_BYTES);
             let request = buf.split_to(size).freeze();
             // Side effects run here, in arrival order; only waits run apart.
-            let response = match dispatch(&broker, request) {
+            let response = match dispatch(&broker, request, peer.ip()) {
                 Dispatched::Ready(outcome) => Slot::Ready(outcome),
                 Dispatched::Later(future) => Slot::Running(tokio::spawn(future)),
             };

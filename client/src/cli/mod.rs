@@ -1,6 +1,7 @@
 //! Command-line arguments and error reporting of the `skiff` tool.
 
 mod consume;
+mod groups;
 mod produce;
 mod topics;
 
@@ -43,7 +44,8 @@ pub struct Args {
 }
 
 const EXIT_CODES: &str = "Exit codes: 0 ok, 1 error, 2 bad usage, 3 no broker reachable, \
-4 topic or partition not found, 5 topic already exists, 6 records not delivered, 7 timed out.";
+4 topic, partition or group not found, 5 topic already exists, 6 records not delivered, 7 timed out, \
+8 the group has active members.";
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -54,6 +56,9 @@ pub enum Command {
     Produce(produce::ProduceArgs),
     /// Print a topic's records to stdout.
     Consume(consume::ConsumeArgs),
+    /// List, describe, reset offsets of, and delete consumer groups.
+    #[command(subcommand)]
+    Groups(groups::GroupsCommand),
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -70,6 +75,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Command::Topics(command) => topics::run(client, command).await,
         Command::Produce(produce) => produce::run(client, produce).await,
         Command::Consume(consume) => consume::run(client, consume).await,
+        Command::Groups(command) => groups::run(client, command).await,
     }
 }
 
@@ -90,9 +96,18 @@ pub fn exit_code(error: &anyhow::Error) -> i32 {
             ..
         } => 4,
         Error::Kafka {
+            code: ErrorCode::GroupIdNotFound,
+            ..
+        } => 4,
+        Error::Kafka {
             code: ErrorCode::TopicAlreadyExists,
             ..
         } => 5,
+        Error::GroupNotEmpty { .. }
+        | Error::Kafka {
+            code: ErrorCode::NonEmptyGroup,
+            ..
+        } => 8,
         Error::Undelivered { .. } => 6,
         Error::RequestTimeout { .. } | Error::DeliveryTimeout { .. } => 7,
         Error::InvalidAddress { .. } | Error::Config(_) | Error::Certificate { .. } => 2,
@@ -111,6 +126,7 @@ pub fn describe(error: &anyhow::Error) -> String {
             "\nhint: is skiffd running there? Point --bootstrap (or SKIFF_BOOTSTRAP) at its address."
         }
         Some(Error::Quic { .. } | Error::Certificate { .. }) => QUIC_HINT,
+        Some(Error::GroupNotEmpty { .. }) => "\nhint: `skiff groups describe GROUP` lists the members; stop them (their session must end) and retry.",
         Some(Error::UnknownTopic { .. }) => "\nhint: `skiff topics list` shows the topics; `skiff topics create NAME` makes one.",
         _ => "",
     };

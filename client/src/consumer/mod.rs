@@ -11,6 +11,7 @@
 //! module; the assignment API here is what it drives.
 
 mod fetcher;
+mod group;
 mod offsets;
 
 use std::collections::{BTreeMap, HashMap};
@@ -24,6 +25,7 @@ use skiff_protocol::ErrorCode;
 use tokio::sync::mpsc;
 
 pub use fetcher::ConsumerRecord;
+pub use group::RebalanceListener;
 pub use offsets::{list_offsets, ListedOffset, OffsetSpec};
 
 use crate::client::Client;
@@ -98,6 +100,27 @@ pub struct ConsumerConfig {
     pub check_crcs: bool,
     /// Wait before refetching a partition after an error (default 100 ms).
     pub retry_backoff: Duration,
+    /// The consumer group (`group.id`); needed by `subscribe` and commits.
+    pub group_id: Option<String>,
+    /// Static membership id (`group.instance.id`, KIP-345): a member that
+    /// restarts within the session timeout gets its partitions back without
+    /// a rebalance.
+    pub group_instance_id: Option<String>,
+    /// The coordinator drops a member it has not heard from for this long
+    /// (default 45 s).
+    pub session_timeout: Duration,
+    /// Heartbeat period (default 3 s; at most a third of the session timeout).
+    pub heartbeat_interval: Duration,
+    /// Longest time between two `poll` calls before the member leaves the
+    /// group; also the rebalance timeout sent in JoinGroup (default 300 s).
+    pub max_poll_interval: Duration,
+    /// Assignors offered in JoinGroup, in order of preference (default
+    /// Kafka's: `range`, `cooperative-sticky`).
+    pub partition_assignment_strategy: Vec<String>,
+    /// Commit consumed positions periodically and on revocation (default true).
+    pub enable_auto_commit: bool,
+    /// Auto-commit period (default 5 s).
+    pub auto_commit_interval: Duration,
 }
 
 impl Default for ConsumerConfig {
@@ -110,6 +133,14 @@ impl Default for ConsumerConfig {
             auto_offset_reset: OffsetReset::Latest,
             check_crcs: true,
             retry_backoff: Duration::from_millis(100),
+            group_id: None,
+            group_instance_id: None,
+            session_timeout: Duration::from_secs(45),
+            heartbeat_interval: Duration::from_secs(3),
+            max_poll_interval: Duration::from_secs(300),
+            partition_assignment_strategy: vec!["range".into(), "cooperative-sticky".into()],
+            enable_auto_commit: true,
+            auto_commit_interval: Duration::from_secs(5),
         }
     }
 }
@@ -122,6 +153,8 @@ struct PartitionState {
     /// Bumped by every seek so that answers to older fetches are dropped.
     generation: u64,
     fetching: bool,
+    /// Waiting for the group's committed offset before any reset.
+    awaiting_committed: bool,
     retry_at: Option<Instant>,
     high_watermark: i64,
 }
@@ -157,6 +190,7 @@ pub struct Consumer {
     brokers_fetching: HashMap<i32, usize>,
     deferred_error: Option<Error>,
     metadata_refreshing: Arc<AtomicBool>,
+    group: Option<group::GroupState>,
 }
 
 impl fmt::Debug for Consumer {
@@ -171,7 +205,9 @@ impl Consumer {
     /// A consumer on `client` with nothing assigned.
     pub fn new(client: Client, config: ConsumerConfig) -> Consumer {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let group = group::GroupState::new(&client, &config);
         Consumer {
+            group,
             client,
             config,
             partitions: BTreeMap::new(),
@@ -297,6 +333,7 @@ impl Consumer {
         if let Some(error) = self.deferred_error.take() {
             return Err(error);
         }
+        self.group_tick().await?;
         let mut records = Vec::new();
         loop {
             if let Err(error) = self.resolve_positions().await {
@@ -332,6 +369,11 @@ impl Consumer {
                 .fold(deadline, Instant::min);
             tokio::select! {
                 Some(done) = self.done_rx.recv() => self.absorb(done, &mut records),
+                Some(event) = group::next_event(&mut self.group) => {
+                    // `records` is empty here: every position is one the
+                    // application has consumed, so it is safe to commit.
+                    self.on_group_event(event).await?;
+                }
                 _ = tokio::time::sleep_until(wake_at.into()) => {}
             }
             if let Some(error) = self.deferred_error.take() {
@@ -348,7 +390,7 @@ impl Consumer {
         let missing: Vec<TopicPartition> = self
             .partitions
             .iter()
-            .filter(|(_, s)| s.position.is_none() && !s.fetching)
+            .filter(|(_, s)| s.position.is_none() && !s.fetching && !s.awaiting_committed)
             .map(|(tp, _)| tp.clone())
             .collect();
         if missing.is_empty() {

@@ -21,7 +21,7 @@ use quinn::{Endpoint, IdleTimeout, VarInt};
 use skiff_protocol::frame;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
-use super::dispatch::{dispatch, Outcome};
+use super::dispatch::{dispatch, Dispatched, Outcome};
 use super::tls::ServerIdentity;
 use super::ServerError;
 use crate::broker::Broker;
@@ -190,7 +190,14 @@ async fn serve_connection(
             Ok(None) => continue,
             Err(()) => break,
         };
-        let outcome = dispatch(&broker, request, peer.ip()).outcome();
+        let dispatched = dispatch(&broker, request, peer.ip());
+        if let Dispatched::Ready(Outcome::Close(reason)) = &dispatched {
+            // Stop here, so no request after a malformed one is applied.
+            tracing::warn!(%peer, %reason, "closing QUIC connection");
+            connection.close(VarInt::from_u32(CLOSE_PROTOCOL_ERROR), b"malformed request");
+            break;
+        }
+        let outcome = dispatched.outcome();
         let connection = connection.clone();
         let alive = alive.clone();
         tokio::spawn(async move {

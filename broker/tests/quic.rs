@@ -87,6 +87,18 @@ async fn read_response(
     Ok(Some(api::decode_response_body(key, version, &mut frame)?))
 }
 
+/// Waits for the broker to close `connection` with application code 1.
+async fn expect_protocol_close(connection: &quinn::Connection) -> Result<()> {
+    let reason = tokio::time::timeout(Duration::from_secs(10), connection.closed()).await?;
+    match reason {
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            assert_eq!(close.error_code, quinn::VarInt::from_u32(1));
+            Ok(())
+        }
+        other => bail!("closed for another reason: {other}"),
+    }
+}
+
 fn produce_request(topic: &str, records: Bytes) -> RequestKind {
     let mut data = messages::produce_request::PartitionProduceData::default();
     data.index = 0;
@@ -214,13 +226,7 @@ async fn quic_oversized_frame_closes_connection() -> Result<()> {
     let (_endpoint, connection) = connect(&broker).await?;
     let (mut send, _recv) = connection.open_bi().await?;
     send.write_all(&1_000_000i32.to_be_bytes()).await?;
-    let reason = tokio::time::timeout(Duration::from_secs(10), connection.closed()).await?;
-    match reason {
-        quinn::ConnectionError::ApplicationClosed(close) => {
-            assert_eq!(close.error_code, quinn::VarInt::from_u32(1))
-        }
-        other => bail!("closed for another reason: {other}"),
-    }
+    expect_protocol_close(&connection).await?;
     let (_endpoint, fresh) = connect(&broker).await?;
     let response = call(
         &fresh,
@@ -297,13 +303,7 @@ async fn quic_malformed_request_closes_before_later_requests() -> Result<()> {
     // A 3-byte frame: not even an api key, version and correlation id.
     bad.write_all(&[0, 0, 0, 3, 1, 2, 3]).await?;
     bad.finish()?;
-    let reason = tokio::time::timeout(Duration::from_secs(10), connection.closed()).await?;
-    match reason {
-        quinn::ConnectionError::ApplicationClosed(close) => {
-            assert_eq!(close.error_code, quinn::VarInt::from_u32(1))
-        }
-        other => bail!("closed for another reason: {other}"),
-    }
+    expect_protocol_close(&connection).await?;
     let (_endpoint, fresh) = connect(&broker).await?;
     let (error, records) = fetch(&fresh, "quic-after-bad", 0, 0).await?;
     assert_eq!(error, 0);

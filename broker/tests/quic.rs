@@ -87,6 +87,18 @@ async fn read_response(
     Ok(Some(api::decode_response_body(key, version, &mut frame)?))
 }
 
+/// Waits for the broker to close `connection` with application code 1.
+async fn expect_protocol_close(connection: &quinn::Connection) -> Result<()> {
+    let reason = tokio::time::timeout(Duration::from_secs(10), connection.closed()).await?;
+    match reason {
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            assert_eq!(close.error_code, quinn::VarInt::from_u32(1));
+            Ok(())
+        }
+        other => bail!("closed for another reason: {other}"),
+    }
+}
+
 fn produce_request(topic: &str, records: Bytes) -> RequestKind {
     let mut data = messages::produce_request::PartitionProduceData::default();
     data.index = 0;
@@ -214,13 +226,7 @@ async fn quic_oversized_frame_closes_connection() -> Result<()> {
     let (_endpoint, connection) = connect(&broker).await?;
     let (mut send, _recv) = connection.open_bi().await?;
     send.write_all(&1_000_000i32.to_be_bytes()).await?;
-    let reason = tokio::time::timeout(Duration::from_secs(10), connection.closed()).await?;
-    match reason {
-        quinn::ConnectionError::ApplicationClosed(close) => {
-            assert_eq!(close.error_code, quinn::VarInt::from_u32(1))
-        }
-        other => bail!("closed for another reason: {other}"),
-    }
+    expect_protocol_close(&connection).await?;
     let (_endpoint, fresh) = connect(&broker).await?;
     let response = call(
         &fresh,
@@ -278,5 +284,32 @@ async fn quic_requests_apply_in_stream_order() -> Result<()> {
         .map(|v| String::from_utf8_lossy(v).into_owned())
         .collect();
     assert_eq!(values, expected);
+    Ok(())
+}
+
+/// A malformed request (a frame too short for a request header) closes the
+/// QUIC connection with application code 1, and a produce on a later stream
+/// of that connection is not applied, as on TCP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quic_malformed_request_closes_before_later_requests() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let broker = Skiffd::start(dir.path(), &[])?;
+    assert_eq!(broker.connect()?.create_topic("quic-after-bad", 1, &[])?, 0);
+    let (_endpoint, connection) = connect(&broker).await?;
+    let (mut bad, _bad_recv) = connection.open_bi().await?;
+    let (mut good, _good_recv) = connection.open_bi().await?;
+    let request = produce_request("quic-after-bad", batch(&[b"late"], -1, -1, -1));
+    write_request(&mut good, ApiKey::Produce, 9, request).await?;
+    // A 3-byte frame: not even an api key, version and correlation id.
+    bad.write_all(&[0, 0, 0, 3, 1, 2, 3]).await?;
+    bad.finish()?;
+    expect_protocol_close(&connection).await?;
+    let (_endpoint, fresh) = connect(&broker).await?;
+    let (error, records) = fetch(&fresh, "quic-after-bad", 0, 0).await?;
+    assert_eq!(error, 0);
+    assert!(
+        record_values(records)?.is_empty(),
+        "the produce behind the malformed request was applied"
+    );
     Ok(())
 }

@@ -198,27 +198,12 @@ pub(crate) fn client_config(trust: &QuicTrust) -> Result<quinn::ClientConfig> {
     transport.stream_receive_window(quinn::VarInt::from_u32(QUIC_WINDOW_BYTES));
     transport.receive_window(quinn::VarInt::from_u32(QUIC_WINDOW_BYTES));
     transport.send_window(u64::from(QUIC_WINDOW_BYTES));
-    // Loopback and jumbo-frame paths carry far bigger datagrams than quinn's
-    // 1452-byte probe ceiling, and each packet costs an AEAD seal/open and
-    // an ACK's share. A path that drops big probes keeps its smaller size.
-    let mut mtu = quinn::MtuDiscoveryConfig::default();
-    mtu.upper_bound(QUIC_UDP_PAYLOAD_BYTES_MAX);
-    // Losses early in a bulk transfer (slow start overrunning the receiver)
-    // look like an MTU black hole and drop the size to 1200 bytes, by
-    // default for a minute: search again soon instead.
-    mtu.black_hole_cooldown(MTU_BLACK_HOLE_COOLDOWN);
-    transport.mtu_discovery_config(Some(mtu));
     config.transport_config(Arc::new(transport));
     Ok(config)
 }
 
 /// Receive window per stream and per connection, and send window.
 const QUIC_WINDOW_BYTES: u32 = 64 * 1024 * 1024;
-/// Largest UDP payload accepted and probed for. Not 64 KiB: quinn's receive
-/// buffer is this × 64 GRO segments × 32 datagrams per read (here 32 MiB).
-const QUIC_UDP_PAYLOAD_BYTES_MAX: u16 = 16 * 1024;
-/// Wait before searching again after losses that looked like an MTU black hole.
-const MTU_BLACK_HOLE_COOLDOWN: std::time::Duration = std::time::Duration::from_secs(2);
 /// Requested UDP socket buffer size, each direction.
 const QUIC_SOCKET_BUFFER_BYTES: usize = 4 * 1024 * 1024;
 
@@ -227,13 +212,13 @@ const QUIC_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(1);
 /// A QUIC connection with no packet from the broker for this long is dead.
 const QUIC_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(4);
 
-/// A client endpoint on `bind` with big UDP socket buffers and datagrams.
+/// A client endpoint on `bind` with big UDP socket buffers.
 ///
 /// A burst beyond the default socket buffer (~208 KiB, a few hundred
 /// datagrams) is dropped by the kernel, which QUIC takes for congestion and
 /// halves its window; the kernel caps the request at
-/// `net.core.rmem_max`/`wmem_max`. The payload size lets MTU
-/// discovery go past Ethernet's 1472 bytes where the path allows.
+/// `net.core.rmem_max`/`wmem_max`. quinn's datagram size is kept: 16 KiB
+/// datagrams were slower on loopback in paired runs.
 fn quic_endpoint(bind: SocketAddr) -> std::io::Result<quinn::Endpoint> {
     let socket = std::net::UdpSocket::bind(bind)?;
     if let Ok(state) = quinn::udp::UdpSocketState::new((&socket).into()) {
@@ -241,11 +226,12 @@ fn quic_endpoint(bind: SocketAddr) -> std::io::Result<quinn::Endpoint> {
         let _ = state.set_recv_buffer_size((&socket).into(), QUIC_SOCKET_BUFFER_BYTES);
         let _ = state.set_send_buffer_size((&socket).into(), QUIC_SOCKET_BUFFER_BYTES);
     }
-    let mut config = quinn::EndpointConfig::default();
-    config
-        .max_udp_payload_size(QUIC_UDP_PAYLOAD_BYTES_MAX)
-        .map_err(std::io::Error::other)?;
-    quinn::Endpoint::new(config, None, socket, Arc::new(quinn::TokioRuntime))
+    quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        None,
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
 }
 
 /// A QUIC connection to one broker.

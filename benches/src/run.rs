@@ -89,9 +89,14 @@ where
         Some(TargetRate::RecordsPerSecond(rate)) => Some(rate),
         Some(TargetRate::FractionOfSaturation(fraction)) => Some(
             fraction
-                * calibrate(&connector, &produce_plan, clock)
-                    .await
-                    .context("measuring the saturated rate")?,
+                * calibrate(
+                    &connector,
+                    &produce_plan,
+                    (kind == WorkloadKind::E2e).then_some(&consume_plan),
+                    clock,
+                )
+                .await
+                .context("measuring the saturated rate")?,
         ),
     };
 
@@ -460,8 +465,17 @@ fn cpu_report(
 }
 
 /// Runs the producers unpaced for [`CALIBRATION`] on separate topics and
-/// returns their records/s, the "saturated rate".
-async fn calibrate<C: Connector>(connector: &C, plan: &ProducePlan, clock: Clock) -> Result<f64> {
+/// returns their records/s, the "saturated rate". For an end-to-end
+/// workload the consumers run too, and the rate is what both sides kept up
+/// with: on a small machine producers, consumers and broker share the
+/// cores, so half of a produce-only rate may be more than the whole
+/// pipeline can carry, and latency at it would measure queueing only.
+async fn calibrate<C: Connector>(
+    connector: &C,
+    plan: &ProducePlan,
+    consume: Option<&ConsumePlan>,
+    clock: Clock,
+) -> Result<f64> {
     let topics: Vec<String> = plan
         .topics
         .iter()
@@ -469,15 +483,26 @@ async fn calibrate<C: Connector>(connector: &C, plan: &ProducePlan, clock: Clock
         .collect();
     connector.create_topics(&topics, plan.partitions).await?;
     let calibration = ProducePlan {
-        topics,
+        topics: topics.clone(),
         rate_per_s: None,
         amount: Amount::Duration(CALIBRATION),
         warmup: Duration::from_millis(500),
-        stamp: false,
+        stamp: consume.is_some(),
         ..plan.clone()
     };
-    let phase =
-        workload::produce_phase(connector, &calibration, clock, &Arc::new(Live::default())).await?;
+    let live = Arc::new(Live::default());
+    let consumers = match consume {
+        Some(consume) => {
+            let plan = ConsumePlan {
+                topics,
+                group_id: format!("{}-calibration", consume.group_id),
+                ..consume.clone()
+            };
+            Some(workload::start_consumers(connector, &plan, true, clock, &live).await?)
+        }
+        None => None,
+    };
+    let phase = workload::produce_phase(connector, &calibration, clock, &live).await?;
     if let Some(error) = phase.outcome.first_error {
         bail!("calibration run failed: {error}");
     }
@@ -485,7 +510,18 @@ async fn calibrate<C: Connector>(connector: &C, plan: &ProducePlan, clock: Clock
     if phase.outcome.measured_records == 0 || seconds <= 0.0 {
         bail!("calibration run acknowledged nothing");
     }
-    Ok(phase.outcome.measured_records as f64 / seconds)
+    let produced_per_s = phase.outcome.measured_records as f64 / seconds;
+    let Some(consumers) = consumers else {
+        return Ok(produced_per_s);
+    };
+    live.consume_target.store(phase.outcome.acked, Relaxed);
+    let consumed = consumers.finish(&live).await?;
+    if let Some(error) = consumed.outcome.first_error {
+        bail!("calibration consumers failed: {error}");
+    }
+    let consumed_s = consumed.measured_elapsed().as_secs_f64();
+    let consumed_per_s = consumed.outcome.measured_records as f64 / consumed_s.max(1e-9);
+    Ok(produced_per_s.min(consumed_per_s))
 }
 
 fn cpu_sample(broker_pid: Option<u32>) -> (CpuTime, Option<CpuTime>) {

@@ -42,7 +42,18 @@ async fn call(
     version: i16,
     request: RequestKind,
 ) -> Result<Option<ResponseKind>> {
-    let (mut send, mut recv) = connection.open_bi().await?;
+    let (mut send, recv) = connection.open_bi().await?;
+    write_request(&mut send, key, version, request).await?;
+    read_response(recv, key, version).await
+}
+
+/// Writes one request frame on `send` and finishes it.
+async fn write_request(
+    send: &mut quinn::SendStream,
+    key: ApiKey,
+    version: i16,
+    request: RequestKind,
+) -> Result<()> {
     let header = RequestHeader {
         api_key: key as i16,
         api_version: version,
@@ -53,6 +64,15 @@ async fn call(
     let mut chunks = frame.chunks;
     send.write_all_chunks(&mut chunks).await?;
     send.finish()?;
+    Ok(())
+}
+
+/// Reads the response frame of a request stream, `None` if there is none.
+async fn read_response(
+    mut recv: quinn::RecvStream,
+    key: ApiKey,
+    version: i16,
+) -> Result<Option<ResponseKind>> {
     let data = recv.read_to_end(64 * 1024 * 1024).await?;
     if data.is_empty() {
         return Ok(None);
@@ -65,6 +85,18 @@ async fn call(
     let correlation_id = api::decode_response_header(key, version, &mut frame)?;
     assert_eq!(correlation_id, 7);
     Ok(Some(api::decode_response_body(key, version, &mut frame)?))
+}
+
+/// Waits for the broker to close `connection` with application code 1.
+async fn expect_protocol_close(connection: &quinn::Connection) -> Result<()> {
+    let reason = tokio::time::timeout(Duration::from_secs(10), connection.closed()).await?;
+    match reason {
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            assert_eq!(close.error_code, quinn::VarInt::from_u32(1));
+            Ok(())
+        }
+        other => bail!("closed for another reason: {other}"),
+    }
 }
 
 fn produce_request(topic: &str, records: Bytes) -> RequestKind {
@@ -194,13 +226,7 @@ async fn quic_oversized_frame_closes_connection() -> Result<()> {
     let (_endpoint, connection) = connect(&broker).await?;
     let (mut send, _recv) = connection.open_bi().await?;
     send.write_all(&1_000_000i32.to_be_bytes()).await?;
-    let reason = tokio::time::timeout(Duration::from_secs(10), connection.closed()).await?;
-    match reason {
-        quinn::ConnectionError::ApplicationClosed(close) => {
-            assert_eq!(close.error_code, quinn::VarInt::from_u32(1))
-        }
-        other => bail!("closed for another reason: {other}"),
-    }
+    expect_protocol_close(&connection).await?;
     let (_endpoint, fresh) = connect(&broker).await?;
     let response = call(
         &fresh,
@@ -210,5 +236,80 @@ async fn quic_oversized_frame_closes_connection() -> Result<()> {
     )
     .await?;
     assert!(matches!(response, Some(ResponseKind::ApiVersions(_))));
+    Ok(())
+}
+
+/// Requests on one QUIC connection are applied in the order their streams were
+/// opened, not the order their bytes arrive (Kafka's per-connection ordering),
+/// so a client may pipeline produces of one partition over QUIC: streams
+/// opened 0..4 but written 3, 2, 1, 0 still get offsets 0..4 in stream order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quic_requests_apply_in_stream_order() -> Result<()> {
+    const STREAMS: i64 = 4;
+    let dir = tempfile::tempdir()?;
+    let broker = Skiffd::start(dir.path(), &[])?;
+    assert_eq!(broker.connect()?.create_topic("quic-order", 1, &[])?, 0);
+    let (_endpoint, connection) = connect(&broker).await?;
+    let mut streams = Vec::new();
+    for _ in 0..STREAMS {
+        streams.push(connection.open_bi().await?);
+    }
+    let mut answers = Vec::new();
+    let opened: Vec<_> = (0..STREAMS).zip(streams).collect();
+    for (index, (mut send, recv)) in opened.into_iter().rev() {
+        let value = format!("stream-{index}");
+        let request = produce_request("quic-order", batch(&[value.as_bytes()], -1, -1, -1));
+        write_request(&mut send, ApiKey::Produce, 9, request).await?;
+        answers.push((index, recv));
+        // Lets the later-opened stream's request reach the broker first.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for (index, recv) in answers {
+        let response = tokio::time::timeout(
+            Duration::from_secs(10),
+            read_response(recv, ApiKey::Produce, 9),
+        )
+        .await??;
+        let Some(ResponseKind::Produce(r)) = response else {
+            bail!("unexpected {response:?}")
+        };
+        let p = &r.responses[0].partition_responses[0];
+        assert_eq!((p.error_code, p.base_offset), (0, index), "stream {index}");
+    }
+    let (error, records) = fetch(&connection, "quic-order", 0, 0).await?;
+    assert_eq!(error, 0);
+    let expected: Vec<String> = (0..STREAMS).map(|i| format!("stream-{i}")).collect();
+    let values: Vec<String> = record_values(records)?
+        .iter()
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect();
+    assert_eq!(values, expected);
+    Ok(())
+}
+
+/// A malformed request (a frame too short for a request header) closes the
+/// QUIC connection with application code 1, and a produce on a later stream
+/// of that connection is not applied, as on TCP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quic_malformed_request_closes_before_later_requests() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let broker = Skiffd::start(dir.path(), &[])?;
+    assert_eq!(broker.connect()?.create_topic("quic-after-bad", 1, &[])?, 0);
+    let (_endpoint, connection) = connect(&broker).await?;
+    let (mut bad, _bad_recv) = connection.open_bi().await?;
+    let (mut good, _good_recv) = connection.open_bi().await?;
+    let request = produce_request("quic-after-bad", batch(&[b"late"], -1, -1, -1));
+    write_request(&mut good, ApiKey::Produce, 9, request).await?;
+    // A 3-byte frame: not even an api key, version and correlation id.
+    bad.write_all(&[0, 0, 0, 3, 1, 2, 3]).await?;
+    bad.finish()?;
+    expect_protocol_close(&connection).await?;
+    let (_endpoint, fresh) = connect(&broker).await?;
+    let (error, records) = fetch(&fresh, "quic-after-bad", 0, 0).await?;
+    assert_eq!(error, 0);
+    assert!(
+        record_values(records)?.is_empty(),
+        "the produce behind the malformed request was applied"
+    );
     Ok(())
 }

@@ -21,7 +21,7 @@ pub(super) fn coordinator() -> GroupCoordinator {
     c
 }
 
-fn join(member_id: &str, client_id: &str) -> JoinRequest {
+pub(super) fn join(member_id: &str, client_id: &str) -> JoinRequest {
     JoinRequest {
         group_id: GROUP.to_owned(),
         member_id: member_id.to_owned(),
@@ -39,7 +39,7 @@ fn join(member_id: &str, client_id: &str) -> JoinRequest {
     }
 }
 
-fn join_responses(out: &[Output]) -> Vec<(ReplyId, JoinResponse)> {
+pub(super) fn join_responses(out: &[Output]) -> Vec<(ReplyId, JoinResponse)> {
     out.iter()
         .filter_map(|o| match o {
             Output::Join { reply, response } => Some((*reply, response.clone())),
@@ -48,7 +48,7 @@ fn join_responses(out: &[Output]) -> Vec<(ReplyId, JoinResponse)> {
         .collect()
 }
 
-fn sync_responses(out: &[Output]) -> Vec<(ReplyId, SyncResponse)> {
+pub(super) fn sync_responses(out: &[Output]) -> Vec<(ReplyId, SyncResponse)> {
     out.iter()
         .filter_map(|o| match o {
             Output::Sync { reply, response } => Some((*reply, response.clone())),
@@ -57,7 +57,7 @@ fn sync_responses(out: &[Output]) -> Vec<(ReplyId, SyncResponse)> {
         .collect()
 }
 
-fn heartbeat(member_id: &str, generation_id: i32) -> HeartbeatRequest {
+pub(super) fn heartbeat(member_id: &str, generation_id: i32) -> HeartbeatRequest {
     HeartbeatRequest {
         group_id: GROUP.to_owned(),
         member_id: member_id.to_owned(),
@@ -66,7 +66,11 @@ fn heartbeat(member_id: &str, generation_id: i32) -> HeartbeatRequest {
     }
 }
 
-fn sync(member_id: &str, generation_id: i32, assignments: Vec<(String, Bytes)>) -> SyncRequest {
+pub(super) fn sync(
+    member_id: &str,
+    generation_id: i32,
+    assignments: Vec<(String, Bytes)>,
+) -> SyncRequest {
     SyncRequest {
         group_id: GROUP.to_owned(),
         member_id: member_id.to_owned(),
@@ -79,7 +83,12 @@ fn sync(member_id: &str, generation_id: i32, assignments: Vec<(String, Bytes)>) 
 }
 
 /// First join of a KIP-394 member: MEMBER_ID_REQUIRED with a fresh id.
-fn member_id_for(c: &mut GroupCoordinator, now_ms: i64, reply: ReplyId, client: &str) -> String {
+pub(super) fn member_id_for(
+    c: &mut GroupCoordinator,
+    now_ms: i64,
+    reply: ReplyId,
+    client: &str,
+) -> String {
     let out = c.join_group(now_ms, reply, join("", client));
     let joins = join_responses(&out);
     assert_eq!(joins.len(), 1, "{out:?}");

@@ -102,7 +102,11 @@ pub(crate) struct TopicQueues {
 
 /// All partitions' accumulators, guarded by the producer's lock.
 pub(crate) struct Accumulator {
-    pub topics: HashMap<Arc<str>, TopicQueues>,
+    /// Per topic, in order of first use.
+    pub topics: Vec<TopicQueues>,
+    /// Index into `topics` by name. A record costs one lookup here (a SipHash
+    /// of the name); the rest of `append` works on the index.
+    topic_slots: HashMap<Arc<str>, usize>,
     pub identity: ProducerIdentity,
     compression: Compression,
     batch_size: usize,
@@ -141,7 +145,8 @@ pub(crate) struct RecordParts<'a> {
 impl Accumulator {
     pub fn new(identity: ProducerIdentity, compression: Compression, batch_size: usize) -> Self {
         Accumulator {
-            topics: HashMap::new(),
+            topics: Vec::new(),
+            topic_slots: HashMap::new(),
             identity,
             compression,
             batch_size,
@@ -151,28 +156,47 @@ impl Accumulator {
         }
     }
 
-    fn topic_mut(&mut self, topic: &str, partitions: i32) -> &mut TopicQueues {
-        if !self.topics.contains_key(topic) {
-            let name: Arc<str> = Arc::from(topic);
-            self.topics.insert(
-                Arc::clone(&name),
-                TopicQueues {
-                    name,
+    /// The queues of `topic`, if it has any.
+    #[cfg(test)]
+    pub fn queues(&self, topic: &str) -> Option<&TopicQueues> {
+        self.topic_slots.get(topic).map(|&slot| &self.topics[slot])
+    }
+
+    /// The queues of `topic`, if it has any.
+    pub fn queues_mut(&mut self, topic: &str) -> Option<&mut TopicQueues> {
+        self.topic_slots
+            .get(topic)
+            .map(|&slot| &mut self.topics[slot])
+    }
+
+    /// The index of `topic`'s queues, created if needed, with at least
+    /// `partitions` partitions.
+    fn topic_slot(&mut self, topic: &str, partitions: i32) -> usize {
+        let slot = match self.topic_slots.get(topic) {
+            Some(&slot) => slot,
+            None => {
+                let name: Arc<str> = Arc::from(topic);
+                self.topics.push(TopicQueues {
+                    name: Arc::clone(&name),
                     partitions: Vec::new(),
                     sticky: None,
                     previous_sticky: None,
-                },
-            );
-        }
-        let queues = self
-            .topics
-            .get_mut(topic)
-            .unwrap_or_else(|| unreachable!("inserted above"));
+                });
+                self.topic_slots.insert(name, self.topics.len() - 1);
+                self.topics.len() - 1
+            }
+        };
+        let queues = &mut self.topics[slot];
         // Partitions can be added to a topic, never removed.
         while queues.partitions.len() < partitions as usize {
             queues.partitions.push(PartitionQueue::new());
         }
-        queues
+        slot
+    }
+
+    fn topic_mut(&mut self, topic: &str, partitions: i32) -> &mut TopicQueues {
+        let slot = self.topic_slot(topic, partitions);
+        &mut self.topics[slot]
     }
 
     /// The sticky partition for keyless records of `topic`.
@@ -205,8 +229,9 @@ impl Accumulator {
         );
         let batch_size = self.batch_size;
         let mut wake_sender = false;
+        let slot = self.topic_slot(topic, partitions);
         let needs_new = {
-            let queue = &mut self.topic_mut(topic, partitions).partitions[partition as usize];
+            let queue = &mut self.topics[slot].partitions[partition as usize];
             match &queue.open {
                 Some(open) => {
                     let size = open.builder.record_bytes(
@@ -224,7 +249,7 @@ impl Accumulator {
             self.seal(topic, partition);
             let identity = self.identity;
             let compression = self.compression;
-            let queue = &mut self.topic_mut(topic, partitions).partitions[partition as usize];
+            let queue = &mut self.topics[slot].partitions[partition as usize];
             // The sequence this batch will get when sealed, unless an epoch
             // bump intervenes (then `seal` restamps it).
             let config = RecordBatchBuilderConfig {
@@ -241,7 +266,7 @@ impl Accumulator {
             let id = self.next_batch_id;
             self.next_batch_id += 1;
             self.outstanding.insert(id);
-            let queue = &mut self.topic_mut(topic, partitions).partitions[partition as usize];
+            let queue = &mut self.topics[slot].partitions[partition as usize];
             queue.open = Some(OpenBatch {
                 id,
                 builder: RecordBatchBuilder::with_capacity(config, batch_size),
@@ -251,7 +276,7 @@ impl Accumulator {
             });
             wake_sender = true;
         }
-        let queue = &mut self.topic_mut(topic, partitions).partitions[partition as usize];
+        let queue = &mut self.topics[slot].partitions[partition as usize];
         let open = queue
             .open
             .as_mut()
@@ -284,7 +309,7 @@ impl Accumulator {
 
     fn try_seal(&mut self, topic: &str, partition: i32) -> Option<()> {
         let identity = self.identity;
-        let queues = self.topics.get_mut(topic)?;
+        let queues = self.queues_mut(topic)?;
         let queue = queues.partitions.get_mut(partition as usize)?;
         let open = queue.open.take()?;
         if queues.sticky == Some(partition) {
@@ -365,7 +390,7 @@ impl Accumulator {
     /// sequences from zero, in order, and acknowledged state is forgotten.
     pub fn resequence(&mut self, identity: ProducerIdentity) {
         self.identity = identity;
-        for queues in self.topics.values_mut() {
+        for queues in &mut self.topics {
             for queue in &mut queues.partitions {
                 let mut sequence = 0;
                 for batch in &mut queue.ready {
@@ -405,7 +430,7 @@ mod tests {
             acc.append("t", 0, 2, &record(&value), 50, now);
         }
         acc.seal("t", 0);
-        let queue = &acc.topics.get("t").unwrap().partitions[0];
+        let queue = &acc.queues("t").unwrap().partitions[0];
         let mut expected_sequence = 0;
         let mut total = 0;
         for batch in &queue.ready {
@@ -448,11 +473,9 @@ mod tests {
         for _ in 0..3 {
             acc.append("t", 0, 1, &record(b"abc"), 3, now);
         }
-        acc.topics.get_mut("t").unwrap().partitions[0]
-            .ready
-            .pop_front();
+        acc.queues_mut("t").unwrap().partitions[0].ready.pop_front();
         acc.resequence(ProducerIdentity { id: 1, epoch: 1 });
-        let queue = &acc.topics.get("t").unwrap().partitions[0];
+        let queue = &acc.queues("t").unwrap().partitions[0];
         let sequences: Vec<i32> = queue.ready.iter().map(|b| b.base_sequence).collect();
         assert_eq!(sequences, vec![0, 1]);
         for batch in &queue.ready {

@@ -18,10 +18,9 @@
 //! batches from zero, as the Java client does.
 //!
 //! Pipelining (`max_in_flight` > 1) relies on the broker applying a
-//! connection's requests in order. Over TCP it does; over QUIC each request
-//! has its own stream and streams are served concurrently, so there a
-//! partition has one batch in flight at a time (other partitions share the
-//! connection). A partition also has one batch in flight until the broker
+//! connection's requests in order, over TCP and over QUIC (where it applies
+//! streams in the order they were opened). A partition has one batch in
+//! flight until the broker
 //! has acknowledged the producer there, and after a failure until the next
 //! success, because a broker accepts any first sequence from a producer it
 //! does not know.

@@ -20,7 +20,7 @@ use super::accumulator::{Accumulator, PartitionQueue};
 use super::batch::{BatchAck, ProducerBatch};
 use super::{init_producer_id, Acks, Shared};
 use crate::error::{Error, Result};
-use crate::net::{BrokerConnection, ResponseFuture, Transport};
+use crate::net::{BrokerConnection, ResponseFuture};
 
 /// A finished Produce request: its batches back, and the outcome.
 struct Completion {
@@ -145,7 +145,7 @@ fn drain(shared: &Shared, state: &mut SenderState, now: Instant) -> Drained {
     let idempotent = acc.identity.is_idempotent();
     let mut by_broker: HashMap<i32, (Vec<ProducerBatch>, usize)> = HashMap::new();
     let mut to_seal = Vec::new();
-    for queues in acc.topics.values() {
+    for queues in &acc.topics {
         for (partition, queue) in queues.partitions.iter().enumerate() {
             if let Some(open) = &queue.open {
                 let due = open.created + config.linger;
@@ -168,7 +168,7 @@ fn drain(shared: &Shared, state: &mut SenderState, now: Instant) -> Drained {
     let mut expired = Vec::new();
     let mut refused = 0usize;
     let client = &shared.client;
-    for queues in acc.topics.values_mut() {
+    for queues in &mut acc.topics {
         for (index, queue) in queues.partitions.iter_mut().enumerate() {
             let partition = index as i32;
             expire(queue, config.delivery_timeout, now, &mut expired);
@@ -187,15 +187,7 @@ fn drain(shared: &Shared, state: &mut SenderState, now: Instant) -> Drained {
                 drained.need_metadata = true;
                 continue;
             };
-            // QUIC gives each request its own stream and the broker serves
-            // streams concurrently, so two batches of a partition could be
-            // applied in either order: there a partition has one batch in
-            // flight (other partitions still share the connection).
-            let per_partition_max = match client.broker_address(leader).map(|a| a.transport) {
-                Some(Transport::Quic) => 1,
-                _ => config.max_in_flight,
-            };
-            if !queue.may_pipeline(idempotent, per_partition_max) {
+            if !queue.may_pipeline(idempotent, config.max_in_flight) {
                 continue;
             }
             let broker_in_flight = state.in_flight_by_broker.get(&leader).copied().unwrap_or(0);
@@ -455,9 +447,9 @@ fn settle_batch(
 ) {
     let config = &shared.config;
     let idempotent = acc.identity.is_idempotent();
+    let identity = acc.identity;
     let Some(queue) = acc
-        .topics
-        .get_mut(&*batch.topic)
+        .queues_mut(&batch.topic)
         .and_then(|t| t.partitions.get_mut(batch.partition as usize))
     else {
         return;
@@ -466,8 +458,8 @@ fn settle_batch(
     let error = match outcome {
         Ok(ack) => {
             if idempotent
-                && batch.producer_epoch == acc.identity.epoch
-                && batch.producer_id == acc.identity.id
+                && batch.producer_epoch == identity.epoch
+                && batch.producer_id == identity.id
             {
                 queue.last_acked_sequence = batch.last_sequence();
             }

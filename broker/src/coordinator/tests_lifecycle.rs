@@ -566,3 +566,41 @@ fn consumer_group_offsets_expire_only_after_the_group_is_empty_that_long() {
     ));
     assert_eq!(c.group_state(GROUP), None);
 }
+
+/// Timestamps replayed from disk are whatever the bytes say; expiry must
+/// not overflow on them (found by the `offsets_records` fuzz target).
+#[test]
+fn expiry_survives_extreme_replayed_commit_timestamps() {
+    let mut c = GroupCoordinator::new(
+        CoordinatorConfig::default(),
+        Box::new(SequentialIds::default()),
+    );
+    let partition = c.partition_for("simple");
+    c.begin_loading(partition);
+    for (topic_partition, commit_timestamp_ms) in [(0, i64::MIN), (1, i64::MAX)] {
+        let record = OffsetsRecord::Offset {
+            group_id: "simple".to_owned(),
+            topic: "t".to_owned(),
+            partition: topic_partition,
+            value: Some(CommittedOffset {
+                offset: 1,
+                leader_epoch: -1,
+                metadata: String::new(),
+                commit_timestamp_ms,
+            }),
+        };
+        c.replay(0, &record);
+    }
+    c.finish_loading(partition);
+    let expired = persisted(&c.expire_offsets(i64::MAX));
+    assert_eq!(
+        expired,
+        vec![OffsetsRecord::Offset {
+            group_id: "simple".to_owned(),
+            topic: "t".to_owned(),
+            partition: 0,
+            value: None,
+        }]
+    );
+    let _ = c.expire_offsets(i64::MIN);
+}

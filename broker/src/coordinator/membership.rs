@@ -194,8 +194,15 @@ impl GroupCoordinator {
         let mut out = Vec::new();
         if group.pending_members.contains_key(&member_id) {
             if group.members.len() >= config.group_members_max {
+                // The others may be waiting for this member alone.
                 group.pending_members.remove(&member_id);
-                return join_error(reply, ErrorCode::GroupMaxSizeReached, &member_id);
+                rebalance::try_complete_join(group, partition, now_ms, &mut out);
+                out.extend(join_error(
+                    reply,
+                    ErrorCode::GroupMaxSizeReached,
+                    &member_id,
+                ));
+                return out;
             }
             let member = new_member(&request, member_id, reply, now_ms);
             rebalance::add_member(group, config, partition, member, now_ms, &mut out);
@@ -437,6 +444,9 @@ fn complete_sync(
     let protocol_name = group.protocol_name.clone();
     for member in &mut group.members {
         if let Some(reply) = member.pending_sync.take() {
+            // As in Kafka: a parked member could not heartbeat, so its
+            // session starts afresh once it has its answer.
+            member.session_deadline_ms = now_ms + i64::from(member.session_timeout_ms);
             out.push(Output::Sync {
                 reply,
                 response: SyncResponse {

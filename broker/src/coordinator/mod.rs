@@ -54,6 +54,8 @@ pub mod types;
 pub mod wire;
 
 #[cfg(test)]
+mod tests_errors;
+#[cfg(test)]
 mod tests_lifecycle;
 #[cfg(test)]
 mod tests_membership;

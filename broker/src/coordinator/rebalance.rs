@@ -29,6 +29,9 @@ pub fn prepare(group: &mut Group, config: &CoordinatorConfig, now_ms: i64, out: 
         for member in &mut group.members {
             member.assignment = Bytes::new();
             if let Some(reply) = member.pending_sync.take() {
+                // It could not heartbeat while parked: give it a full
+                // session to rejoin, as Kafka does.
+                member.session_deadline_ms = now_ms + i64::from(member.session_timeout_ms);
                 out.push(Output::Sync {
                     reply,
                     response: SyncResponse::error(ErrorCode::RebalanceInProgress),

@@ -13,21 +13,25 @@ use super::tests_membership::{
 };
 use super::*;
 
-fn static_join(member_id: &str, client_id: &str, instance_id: &str) -> JoinRequest {
+pub(super) fn static_join(member_id: &str, client_id: &str, instance_id: &str) -> JoinRequest {
     JoinRequest {
         group_instance_id: Some(instance_id.to_owned()),
         ..join(member_id, client_id)
     }
 }
 
-fn static_heartbeat(member_id: &str, generation_id: i32, instance_id: &str) -> HeartbeatRequest {
+pub(super) fn static_heartbeat(
+    member_id: &str,
+    generation_id: i32,
+    instance_id: &str,
+) -> HeartbeatRequest {
     HeartbeatRequest {
         group_instance_id: Some(instance_id.to_owned()),
         ..heartbeat(member_id, generation_id)
     }
 }
 
-fn persisted(out: &[Output]) -> Vec<OffsetsRecord> {
+pub(super) fn persisted(out: &[Output]) -> Vec<OffsetsRecord> {
     out.iter()
         .flat_map(|o| match o {
             Output::Persist { records, .. } => records.clone(),
@@ -37,7 +41,7 @@ fn persisted(out: &[Output]) -> Vec<OffsetsRecord> {
 }
 
 /// A coordinator with `config` that owns and has loaded every partition.
-fn coordinator_with(config: CoordinatorConfig) -> GroupCoordinator {
+pub(super) fn coordinator_with(config: CoordinatorConfig) -> GroupCoordinator {
     let partitions = config.offsets_partitions;
     let mut c = GroupCoordinator::new(config, Box::new(SequentialIds::default()));
     for p in 0..partitions as i32 {
@@ -48,7 +52,7 @@ fn coordinator_with(config: CoordinatorConfig) -> GroupCoordinator {
 
 /// Commits one offset and applies it, as the broker does once it is durable.
 #[allow(clippy::too_many_arguments)]
-fn commit_one(
+pub(super) fn commit_one(
     c: &mut GroupCoordinator,
     now_ms: i64,
     group_id: &str,
@@ -83,7 +87,7 @@ fn commit_one(
 
 /// Two static members ("ia", "ib") joined and synced: (id of a, id of b,
 /// generation). a joins first and leads.
-fn stable_static_group(c: &mut GroupCoordinator) -> (String, String, i32) {
+pub(super) fn stable_static_group(c: &mut GroupCoordinator) -> (String, String, i32) {
     // Static members skip KIP-394's MEMBER_ID_REQUIRED round trip.
     assert!(join_responses(&c.join_group(0, 1, static_join("", "a", "ia"))).is_empty());
     assert!(join_responses(&c.join_group(10, 2, static_join("", "b", "ib"))).is_empty());

@@ -63,6 +63,8 @@ mod tests_membership;
 mod tests_offsets;
 #[cfg(test)]
 mod tests_records;
+#[cfg(test)]
+mod tests_static_members;
 
 pub use admin::{DescribedGroup, DescribedMember, ListedGroup};
 pub use group::CommittedOffset;

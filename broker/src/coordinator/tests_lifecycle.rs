@@ -85,39 +85,42 @@ pub(super) fn commit_one(
     c.complete_commit(now_ms, &pending);
 }
 
-/// Two static members ("ia", "ib") joined and synced: (id of a, id of b,
-/// generation). a joins first and leads.
-pub(super) fn stable_static_group(c: &mut GroupCoordinator) -> (String, String, i32) {
+/// Two static members ("ia", "ib") sent `shape(static_join(..))` and the
+/// join completed at 6_000 (generation 1, a leads, nobody synced yet):
+/// (id of a, id of b, generation).
+pub(super) fn completing_static_group(
+    c: &mut GroupCoordinator,
+    shape: impl Fn(JoinRequest) -> JoinRequest,
+) -> (String, String, i32) {
     // Static members skip KIP-394's MEMBER_ID_REQUIRED round trip.
-    assert!(join_responses(&c.join_group(0, 1, static_join("", "a", "ia"))).is_empty());
-    assert!(join_responses(&c.join_group(10, 2, static_join("", "b", "ib"))).is_empty());
+    let out = c.join_group(0, 1, shape(static_join("", "a", "ia")));
+    assert!(join_responses(&out).is_empty());
+    let out = c.join_group(10, 2, shape(static_join("", "b", "ib")));
+    assert!(join_responses(&out).is_empty());
     c.tick(3_000);
     let joins = join_responses(&c.tick(6_000));
     assert_eq!(joins.len(), 2, "{joins:?}");
-    let generation = joins[0].1.generation_id;
-    let a = joins
-        .iter()
-        .find(|(r, _)| *r == 1)
-        .unwrap()
-        .1
-        .member_id
-        .clone();
-    let b = joins
-        .iter()
-        .find(|(r, _)| *r == 2)
-        .unwrap()
-        .1
-        .member_id
-        .clone();
+    let id_of = |reply: ReplyId| {
+        let found = joins.iter().find(|(r, _)| *r == reply).unwrap();
+        found.1.member_id.clone()
+    };
+    let (a, b) = (id_of(1), id_of(2));
     assert!(a.starts_with("ia-") && b.starts_with("ib-"), "{a} {b}");
-    let leader = joins[0].1.leader.clone();
-    let follower = if leader == a { b.clone() } else { a.clone() };
+    assert_eq!(joins[0].1.leader, a);
+    assert_eq!(c.group_state(GROUP), Some(GroupState::CompletingRebalance));
+    (a, b, joins[0].1.generation_id)
+}
+
+/// Two static members ("ia", "ib") joined and synced: (id of a, id of b,
+/// generation). a joins first and leads.
+pub(super) fn stable_static_group(c: &mut GroupCoordinator) -> (String, String, i32) {
+    let (a, b, generation) = completing_static_group(c, |j| j);
     let assignments = vec![
         (a.clone(), Bytes::from_static(b"for-a")),
         (b.clone(), Bytes::from_static(b"for-b")),
     ];
-    c.sync_group(6_100, 3, sync(&leader, generation, assignments));
-    c.sync_group(6_200, 4, sync(&follower, generation, Vec::new()));
+    c.sync_group(6_100, 3, sync(&a, generation, assignments));
+    c.sync_group(6_200, 4, sync(&b, generation, Vec::new()));
     assert_eq!(c.group_state(GROUP), Some(GroupState::Stable));
     (a, b, generation)
 }

@@ -7,7 +7,9 @@
 use bytes::Bytes;
 use skiff_protocol::ErrorCode;
 
-use super::tests_lifecycle::{stable_static_group, static_heartbeat, static_join};
+use super::tests_lifecycle::{
+    completing_static_group, stable_static_group, static_heartbeat, static_join,
+};
 use super::tests_membership::{coordinator, join_responses, sync, sync_responses, GROUP};
 use super::*;
 
@@ -136,26 +138,7 @@ fn a_member_id_presented_with_another_members_instance_id_is_fenced() {
 #[test]
 fn static_restart_while_completing_rebalance_fences_the_old_sync_and_rebalances() {
     let mut c = coordinator();
-    c.join_group(0, 1, static_join("", "a", "ia"));
-    c.join_group(10, 2, static_join("", "b", "ib"));
-    c.tick(3_000);
-    let joins = join_responses(&c.tick(6_000));
-    let generation = joins[0].1.generation_id;
-    let a = joins
-        .iter()
-        .find(|(r, _)| *r == 1)
-        .unwrap()
-        .1
-        .member_id
-        .clone();
-    let old_b = joins
-        .iter()
-        .find(|(r, _)| *r == 2)
-        .unwrap()
-        .1
-        .member_id
-        .clone();
-    assert_eq!(joins[0].1.leader, a);
+    let (a, old_b, generation) = completing_static_group(&mut c, |j| j);
     assert!(
         sync_responses(&c.sync_group(6_100, 3, static_sync(&old_b, generation, "ib"))).is_empty()
     );
@@ -223,26 +206,8 @@ fn static_restart_while_preparing_fences_the_old_join_and_completes_it() {
 fn static_restart_that_changes_the_selected_protocol_rebalances() {
     let mut c = coordinator();
     let both = ["range", "roundrobin"];
-    c.join_group(0, 1, with_protocols(static_join("", "a", "ia"), &both));
-    c.join_group(10, 2, with_protocols(static_join("", "b", "ib"), &both));
-    c.tick(3_000);
-    let joins = join_responses(&c.tick(6_000));
-    let generation = joins[0].1.generation_id;
-    assert_eq!(joins[0].1.protocol_name.as_deref(), Some("range"));
-    let a = joins
-        .iter()
-        .find(|(r, _)| *r == 1)
-        .unwrap()
-        .1
-        .member_id
-        .clone();
-    let b = joins
-        .iter()
-        .find(|(r, _)| *r == 2)
-        .unwrap()
-        .1
-        .member_id
-        .clone();
+    let (a, b, generation) = completing_static_group(&mut c, |j| with_protocols(j, &both));
+    assert_eq!(c.describe_group(GROUP).members.len(), 2);
     c.sync_group(
         6_100,
         3,

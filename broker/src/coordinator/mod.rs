@@ -56,6 +56,8 @@ pub mod wire;
 #[cfg(test)]
 mod tests_errors;
 #[cfg(test)]
+mod tests_group_admin;
+#[cfg(test)]
 mod tests_lifecycle;
 #[cfg(test)]
 mod tests_membership;

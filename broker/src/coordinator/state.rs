@@ -85,6 +85,10 @@ pub struct GroupCoordinator {
     pub(crate) groups: HashMap<String, Group>,
     pub(crate) ids: Box<dyn MemberIdSource>,
     partitions: HashMap<i32, Load>,
+    /// Partitions loaded since the last tick: their members' sessions start
+    /// at that tick, as Kafka starts them when a load completes, so a long
+    /// load does not expire every member it replayed.
+    loaded_since_tick: HashSet<i32>,
 }
 
 impl std::fmt::Debug for GroupCoordinator {
@@ -108,6 +112,7 @@ impl GroupCoordinator {
             groups: HashMap::new(),
             ids,
             partitions: HashMap::new(),
+            loaded_since_tick: HashSet::new(),
         }
     }
 
@@ -129,12 +134,14 @@ impl GroupCoordinator {
     /// Every record of `partition` was replayed; its groups are served.
     pub fn finish_loading(&mut self, partition: i32) {
         self.partitions.insert(partition, Load::Loaded);
+        self.loaded_since_tick.insert(partition);
     }
 
     /// This broker no longer leads `partition`: forget its groups. Parked
     /// requests of those groups are answered NOT_COORDINATOR.
     pub fn unload(&mut self, partition: i32) -> Vec<Output> {
         self.partitions.remove(&partition);
+        self.loaded_since_tick.remove(&partition);
         let offsets_partitions = self.config.offsets_partitions;
         let gone: Vec<String> = self
             .groups
@@ -194,17 +201,27 @@ impl GroupCoordinator {
 
     /// Fires every session, pending-member and rebalance deadline at or
     /// before `now_ms`. Call it at [`Self::next_deadline_ms`] (or on any
-    /// periodic tick); calling early or twice is harmless.
+    /// periodic tick); calling early or twice is harmless. Groups of a
+    /// partition still loading are left alone: they are not served yet.
     pub fn tick(&mut self, now_ms: i64) -> Vec<Output> {
         let mut out = Vec::new();
         let mut ids: Vec<String> = self.groups.keys().cloned().collect();
         ids.sort();
+        let restarted = std::mem::take(&mut self.loaded_since_tick);
         for group_id in ids {
+            if !self.owns_loaded(&group_id) {
+                continue;
+            }
             let offsets_partitions = self.config.offsets_partitions;
             let Some(group) = self.groups.get_mut(&group_id) else {
                 continue;
             };
             let partition = partition_for(&group_id, offsets_partitions);
+            if restarted.contains(&partition) {
+                for member in &mut group.members {
+                    member.session_deadline_ms = now_ms + i64::from(member.session_timeout_ms);
+                }
+            }
             rebalance::expire(group, &self.config, partition, now_ms, &mut out);
         }
         out
@@ -214,6 +231,7 @@ impl GroupCoordinator {
     pub fn next_deadline_ms(&self) -> Option<i64> {
         self.groups
             .values()
+            .filter(|g| self.owns_loaded(&g.group_id))
             .filter_map(rebalance::next_deadline_ms)
             .min()
     }

@@ -23,7 +23,7 @@ fn leaving(member_id: &str) -> LeavingMember {
 
 /// a and b joined (generation 1, a leads) and nobody synced yet; the join
 /// completed at 6_010, so both sessions run to 16_010.
-fn completing_group(c: &mut GroupCoordinator) -> (String, String, i32) {
+pub(super) fn completing_group(c: &mut GroupCoordinator) -> (String, String, i32) {
     let a = member_id_for(c, 0, 1, "a");
     let b = member_id_for(c, 0, 2, "b");
     c.join_group(10, 3, join(&a, "a"));

@@ -208,7 +208,7 @@ impl GroupCoordinator {
             };
             let empty = group.state == GroupState::Empty;
             let expired: Vec<(String, i32)> = if empty && group.protocol_type.is_some() {
-                if now_ms - group.state_since_ms >= retention_ms {
+                if now_ms.saturating_sub(group.state_since_ms) >= retention_ms {
                     group.offsets.keys().cloned().collect()
                 } else {
                     Vec::new()
@@ -217,7 +217,7 @@ impl GroupCoordinator {
                 group
                     .offsets
                     .iter()
-                    .filter(|(_, o)| now_ms - o.commit_timestamp_ms >= retention_ms)
+                    .filter(|(_, o)| now_ms.saturating_sub(o.commit_timestamp_ms) >= retention_ms)
                     .map(|(k, _)| k.clone())
                     .collect()
             } else {

@@ -236,3 +236,37 @@ async fn expired_offsets_are_removed_durably() {
     }
     assert_eq!(committed(broker, "g"), Ok(None));
 }
+
+/// Found by the `offsets_records` fuzz target: a stored commit timestamp
+/// far in the past (here `i64::MIN`) overflowed the retention check and
+/// panicked the timer. It is simply very old: the offset expires.
+#[test]
+fn hostile_commit_timestamp_expires_without_overflow() {
+    use crate::coordinator::{CommittedOffset, CoordinatorConfig, OffsetsRecord, SequentialIds};
+    let mut coordinator = GroupCoordinator::new(
+        CoordinatorConfig::default(),
+        Box::<SequentialIds>::default(),
+    );
+    let partition = coordinator.partition_for("g");
+    coordinator.begin_loading(partition);
+    coordinator.replay(
+        0,
+        &OffsetsRecord::Offset {
+            group_id: "g".to_string(),
+            topic: "t".to_string(),
+            partition: 0,
+            value: Some(CommittedOffset {
+                offset: 1,
+                leader_epoch: -1,
+                metadata: String::new(),
+                commit_timestamp_ms: i64::MIN,
+            }),
+        },
+    );
+    coordinator.finish_loading(partition);
+    let out = coordinator.expire_offsets(1_000);
+    assert!(
+        matches!(&out[..], [Output::Persist { records, .. }] if records.len() == 2),
+        "the offset's tombstone and the emptied group's: {out:?}"
+    );
+}

@@ -62,6 +62,8 @@ mod tests_lifecycle;
 #[cfg(test)]
 mod tests_membership;
 #[cfg(test)]
+mod tests_model;
+#[cfg(test)]
 mod tests_offsets;
 #[cfg(test)]
 mod tests_records;

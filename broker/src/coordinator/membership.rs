@@ -374,7 +374,20 @@ impl GroupCoordinator {
         let partition = self.partition_for(group_id);
         let config = &self.config;
         let Some(group) = self.groups.get_mut(group_id) else {
-            return fail(ErrorCode::UnknownMemberId);
+            // Kafka answers NONE with each member unknown (so v0-2 see
+            // UNKNOWN_MEMBER_ID, v3+ per member).
+            let members = members
+                .iter()
+                .map(|m| {
+                    let instance = m.group_instance_id.clone();
+                    (m.member_id.clone(), instance, ErrorCode::UnknownMemberId)
+                })
+                .collect();
+            let response = LeaveResponse {
+                error: ErrorCode::None,
+                members,
+            };
+            return (response, out);
         };
         if group.state == GroupState::Dead {
             return fail(ErrorCode::CoordinatorNotAvailable);

@@ -147,8 +147,21 @@ fn sync_and_leave_for_an_unknown_group_are_unknown_member() {
     let mut c = coordinator();
     let syncs = sync_responses(&c.sync_group(0, 1, sync("m", 1, Vec::new())));
     assert_eq!(syncs[0].1.error, ErrorCode::UnknownMemberId);
-    let (response, out) = c.leave_group(0, GROUP, &[leaving("m")]);
-    assert_eq!(response.error, ErrorCode::UnknownMemberId);
+    // Kafka's handleLeaveGroup: NONE, and each member UNKNOWN_MEMBER_ID.
+    let (response, out) = c.leave_group(0, GROUP, &[leaving("m"), leaving("n")]);
+    assert_eq!(response.error, ErrorCode::None);
+    let errors: Vec<_> = response
+        .members
+        .iter()
+        .map(|(id, _, e)| (id.as_str(), *e))
+        .collect();
+    assert_eq!(
+        errors,
+        vec![
+            ("m", ErrorCode::UnknownMemberId),
+            ("n", ErrorCode::UnknownMemberId)
+        ]
+    );
     assert!(out.is_empty());
 }
 

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use skiff_protocol::ErrorCode;
 
-use super::tests_lifecycle::static_join;
+use super::tests_lifecycle::{coordinator_with, static_join};
 use super::tests_membership::{coordinator, heartbeat, join, sync, GROUP};
 use super::*;
 
@@ -74,18 +74,20 @@ struct Model {
     clients: Vec<Client>,
     incarnations: Vec<u32>,
     generation_seen: i32,
+    session_timeout_ms: i32,
 }
 
 impl Model {
-    fn new() -> Model {
+    fn new(c: GroupCoordinator) -> Model {
         Model {
-            c: coordinator(),
+            c,
             now_ms: 0,
             next_reply: 1,
             outstanding: HashMap::new(),
             clients: vec![Client::default(); CLIENTS],
             incarnations: vec![0; CLIENTS],
             generation_seen: 0,
+            session_timeout_ms: 10_000,
         }
     }
 
@@ -97,6 +99,8 @@ impl Model {
             None => join(member_id, &name),
         };
         request.protocols[0].metadata = Bytes::from(format!("{name}-{subscription}"));
+        request.session_timeout_ms = self.session_timeout_ms;
+        request.rebalance_timeout_ms = 2 * self.session_timeout_ms;
         request
     }
 
@@ -288,9 +292,29 @@ proptest! {
     fn random_clients_keep_the_coordinator_consistent(
         ops in proptest::collection::vec(op(), 1..80)
     ) {
-        let mut model = Model::new();
+        let mut model = Model::new(coordinator());
         for op in &ops {
             model.apply(op);
+        }
+        model.drain();
+    }
+
+    /// The same with room for only two members, no initial delay, and the
+    /// shortest session timeout, so refusals and expiries are frequent.
+    #[test]
+    fn random_clients_in_a_small_fast_group(ops in proptest::collection::vec(op(), 1..80)) {
+        let c = coordinator_with(CoordinatorConfig {
+            group_members_max: 2,
+            initial_rebalance_delay_ms: 0,
+            session_timeout_min_ms: 1,
+            ..CoordinatorConfig::default()
+        });
+        let mut model = Model::new(c);
+        model.session_timeout_ms = 6_000;
+        for op in &ops {
+            model.apply(op);
+            let members = model.c.groups.get(GROUP).map_or(0, |g| g.members.len());
+            prop_assert!(members <= 2, "{members} members");
         }
         model.drain();
     }

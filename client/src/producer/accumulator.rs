@@ -104,9 +104,11 @@ pub(crate) struct TopicQueues {
 pub(crate) struct Accumulator {
     /// Per topic, in order of first use.
     pub topics: Vec<TopicQueues>,
-    /// Index into `topics` by name. A record costs one lookup here (a SipHash
-    /// of the name); the rest of `append` works on the index.
+    /// Index into `topics` by name. The rest of `append` works on the index.
     topic_slots: HashMap<Arc<str>, usize>,
+    /// The slot of the last topic looked up: producers mostly send runs of
+    /// records to one topic, and a string compare is cheaper than a SipHash.
+    last_slot: usize,
     pub identity: ProducerIdentity,
     compression: Compression,
     batch_size: usize,
@@ -147,6 +149,7 @@ impl Accumulator {
         Accumulator {
             topics: Vec::new(),
             topic_slots: HashMap::new(),
+            last_slot: 0,
             identity,
             compression,
             batch_size,
@@ -172,8 +175,15 @@ impl Accumulator {
     /// The index of `topic`'s queues, created if needed, with at least
     /// `partitions` partitions.
     fn topic_slot(&mut self, topic: &str, partitions: i32) -> usize {
-        let slot = match self.topic_slots.get(topic) {
-            Some(&slot) => slot,
+        let last = self.topics.get(self.last_slot);
+        let cached = last.is_some_and(|queues| &*queues.name == topic);
+        let found = if cached {
+            Some(self.last_slot)
+        } else {
+            self.topic_slots.get(topic).copied()
+        };
+        let slot = match found {
+            Some(slot) => slot,
             None => {
                 let name: Arc<str> = Arc::from(topic);
                 self.topics.push(TopicQueues {
@@ -191,6 +201,7 @@ impl Accumulator {
         while queues.partitions.len() < partitions as usize {
             queues.partitions.push(PartitionQueue::new());
         }
+        self.last_slot = slot;
         slot
     }
 
@@ -221,7 +232,9 @@ impl Accumulator {
         partitions: i32,
         record: &RecordParts<'_>,
         reserved_bytes: usize,
-        now: Instant,
+        // Only read when a batch is opened: a clock read per record is a
+        // measurable share of the producer's time.
+        now: impl FnOnce() -> Instant,
     ) -> Appended {
         assert!(
             (0..partitions).contains(&partition),
@@ -271,7 +284,7 @@ impl Accumulator {
                 id,
                 builder: RecordBatchBuilder::with_capacity(config, batch_size),
                 outcome: Arc::new(BatchOutcome::default()),
-                created: now,
+                created: now(),
                 reserved_bytes: 0,
             });
             wake_sender = true;
@@ -427,7 +440,7 @@ mod tests {
         let now = Instant::now();
         let value = [7u8; 50];
         for _ in 0..7 {
-            acc.append("t", 0, 2, &record(&value), 50, now);
+            acc.append("t", 0, 2, &record(&value), 50, || now);
         }
         acc.seal("t", 0);
         let queue = &acc.queues("t").unwrap().partitions[0];
@@ -458,7 +471,7 @@ mod tests {
         let mut acc = Accumulator::new(ProducerIdentity::NONE, Compression::None, 1 << 20);
         let first = acc.sticky_partition("t", 8);
         assert_eq!(acc.sticky_partition("t", 8), first);
-        acc.append("t", first, 8, &record(b"x"), 1, Instant::now());
+        acc.append("t", first, 8, &record(b"x"), 1, Instant::now);
         assert_eq!(acc.sticky_partition("t", 8), first);
         acc.seal("t", first);
         let second = acc.sticky_partition("t", 8);
@@ -471,7 +484,7 @@ mod tests {
         let mut acc = Accumulator::new(ProducerIdentity { id: 1, epoch: 0 }, Compression::None, 1);
         let now = Instant::now();
         for _ in 0..3 {
-            acc.append("t", 0, 1, &record(b"abc"), 3, now);
+            acc.append("t", 0, 1, &record(b"abc"), 3, || now);
         }
         acc.queues_mut("t").unwrap().partitions[0].ready.pop_front();
         acc.resequence(ProducerIdentity { id: 1, epoch: 1 });

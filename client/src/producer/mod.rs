@@ -415,7 +415,7 @@ impl Producer {
                 partitions,
                 &parts,
                 reserved,
-                Instant::now(),
+                Instant::now,
             )
         };
         // Released when the batch completes.

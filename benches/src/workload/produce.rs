@@ -67,8 +67,9 @@ struct Pending {
 }
 
 impl ProducerOutcome {
-    fn record(&mut self, result: anyhow::Result<Ack>, pending: Pending, live: &Live) {
-        let now = Instant::now();
+    /// `now` is when the ack was seen: the caller reads the clock once for
+    /// all the acks of a batch that complete together.
+    fn record(&mut self, result: anyhow::Result<Ack>, pending: Pending, now: Instant, live: &Live) {
         match result {
             Ok(ack) => {
                 self.acked += 1;
@@ -127,8 +128,9 @@ pub async fn run<P: BenchProducer>(mut producer: P, mut job: ProducerJob) -> Pro
             StopRule::Records(count) if measured_sent >= count => break,
             _ => {}
         }
-        // Wait for the intended send time, timing acks that arrive meanwhile.
-        while intended > Instant::now() {
+        // Wait for the intended send time, timing acks that arrive meanwhile
+        // (unpaced, `intended` is `now`: no second clock read).
+        while intended > now && intended > Instant::now() {
             let step = match pending.front_mut() {
                 Some((ack, _)) => tokio::select! {
                     biased;
@@ -142,7 +144,7 @@ pub async fn run<P: BenchProducer>(mut producer: P, mut job: ProducerJob) -> Pro
             };
             if let Some(result) = step {
                 if let Some((_, meta)) = pending.pop_front() {
-                    outcome.record(result, meta, &live);
+                    outcome.record(result, meta, Instant::now(), &live);
                 }
             }
         }
@@ -171,7 +173,7 @@ pub async fn run<P: BenchProducer>(mut producer: P, mut job: ProducerJob) -> Pro
                 Ok(sent) => break sent,
                 Err(result) => {
                     if let Some((_, meta)) = pending.pop_front() {
-                        outcome.record(result, meta, &live);
+                        outcome.record(result, meta, Instant::now(), &live);
                     }
                 }
             }
@@ -205,7 +207,8 @@ pub async fn run<P: BenchProducer>(mut producer: P, mut job: ProducerJob) -> Pro
     }
     while let Some((ack, meta)) = pending.pop_front() {
         let result = ack.await;
-        outcome.record(result, meta, &live);
+        outcome.record(result, meta, Instant::now(), &live);
+        drain_ready(&mut pending, &mut outcome, &live).await;
     }
     outcome
 }
@@ -218,11 +221,13 @@ async fn drain_ready<F>(
 ) where
     F: std::future::Future<Output = anyhow::Result<Ack>> + Unpin,
 {
+    let mut seen_at = None;
     while let Some((ack, _)) = pending.front_mut() {
         match futures::poll!(ack) {
             Poll::Ready(result) => {
                 if let Some((_, meta)) = pending.pop_front() {
-                    outcome.record(result, meta, live);
+                    let now = *seen_at.get_or_insert_with(Instant::now);
+                    outcome.record(result, meta, now, live);
                 }
             }
             Poll::Pending => break,

@@ -139,6 +139,19 @@ pub fn page_cache_write(dir: &Path, bytes: u64, sync_each_chunk: bool) -> Result
     Ok(Probe::new(bytes, started.elapsed()))
 }
 
+/// Writes back every dirty page of the filesystem holding `dir` and waits
+/// for it (syncfs(2)).
+pub fn write_back(dir: &Path) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let handle = File::open(dir)?;
+    // SAFETY: syncfs only reads the descriptor, which `handle` keeps open.
+    if unsafe { libc::syncfs(handle.as_raw_fd()) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// Non-zero bytes, so no layer can special-case zero pages.
 fn pattern_chunk() -> Vec<u8> {
     (0..CHUNK_BYTES)
@@ -168,6 +181,8 @@ mod tests {
         assert!(limits.fdatasync_write.mb_per_s > 0.0);
         assert_eq!(std::fs::read_dir(dir.path())?.count(), 0);
         assert!(page_cache_write(Path::new("/nonexistent/skiff-bench"), 1, false).is_err());
+        write_back(dir.path())?;
+        assert!(write_back(Path::new("/nonexistent/skiff-bench")).is_err());
         Ok(())
     }
 }

@@ -1,6 +1,7 @@
 //! One benchmark run from start to finish: broker, limits, workload, report.
 
 use std::future::Future;
+use std::path::Path;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -111,6 +112,7 @@ where
             clock,
             &live,
             limits.as_ref(),
+            embedded.as_ref().map(EmbeddedBroker::data_dir),
             &mut tally,
         )
         .await?;
@@ -299,6 +301,7 @@ async fn prepare_consume<C: Connector>(
     clock: Clock,
     live: &Arc<Live>,
     limits: Option<&Limits>,
+    broker_data_dir: Option<&Path>,
     tally: &mut Tally,
 ) -> Result<()> {
     if !args.no_fill {
@@ -310,6 +313,13 @@ async fn prepare_consume<C: Connector>(
         tally.add_produce(fill, limits);
         // The fill saturates the broker; its latency is not this run's subject.
         tally.produce_latency = None;
+        // Consumers read what was written earlier, not data still being
+        // written back: without this, a fast fill leaves up to gigabytes of
+        // dirty pages whose writeback takes CPU from the measured read.
+        if let Some(dir) = broker_data_dir {
+            crate::limits::write_back(dir)
+                .with_context(|| format!("writing back {} after the fill", dir.display()))?;
+        }
     }
     let ranges = connector
         .partition_ranges(topics)

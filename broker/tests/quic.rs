@@ -17,6 +17,15 @@ use skiff_protocol::frame::RequestHeader;
 
 /// Connects trusting the broker's generated certificate (pinning it as a root).
 async fn connect(broker: &Skiffd) -> Result<(quinn::Endpoint, quinn::Connection)> {
+    connect_accepting(broker, None).await
+}
+
+/// As [`connect`], with an endpoint that accepts datagrams of up to
+/// `datagram_bytes_max` bytes (quinn's default is 1472).
+async fn connect_accepting(
+    broker: &Skiffd,
+    datagram_bytes_max: Option<u16>,
+) -> Result<(quinn::Endpoint, quinn::Connection)> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(broker.data_dir.join("quic-cert.pem"))? {
         roots.add(cert?)?;
@@ -28,7 +37,16 @@ async fn connect(broker: &Skiffd) -> Result<(quinn::Endpoint, quinn::Connection)
         .with_no_client_auth();
     tls.alpn_protocols = vec![skiff_broker::server::quic::ALPN.to_vec()];
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
-    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
+    let mut endpoint_config = quinn::EndpointConfig::default();
+    if let Some(bytes) = datagram_bytes_max {
+        endpoint_config.max_udp_payload_size(bytes)?;
+    }
+    let mut endpoint = quinn::Endpoint::new(
+        endpoint_config,
+        None,
+        std::net::UdpSocket::bind("127.0.0.1:0")?,
+        Arc::new(quinn::TokioRuntime),
+    )?;
     endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
     let addr = broker.quic.context("QUIC disabled")?;
     let connection = endpoint.connect(addr, "localhost")?.await?;
@@ -214,6 +232,41 @@ async fn quic_api_versions_produce_fetch_and_long_poll() -> Result<()> {
     let (error, records) = tokio::time::timeout(Duration::from_secs(10), poller).await???;
     assert_eq!(error, 0);
     assert_eq!(record_values(records)?, vec![&b"wake"[..]]);
+    Ok(())
+}
+
+/// On loopback the broker's MTU discovery climbs past Ethernet's 1452 bytes
+/// to whatever the client accepts (up to its bound of 6 500, under the 64 KiB
+/// a 10-datagram GSO send may carry), so a fetch arrives in a fifth of the
+/// datagrams; a client that accepts only quinn's default gets 1452-byte ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quic_fetch_datagrams_grow_past_ethernet_size_on_loopback() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let broker = Skiffd::start(dir.path(), &[])?;
+    let mut tcp = broker.connect()?;
+    assert_eq!(tcp.create_topic("quic-big", 1, &[])?, 0);
+    let value = vec![7u8; 100_000];
+    let values: Vec<&[u8]> = (0..10).map(|_| &value[..]).collect();
+    let (_endpoint, connection) = connect(&broker).await?;
+    assert_eq!(
+        produce(&connection, "quic-big", batch(&values, -1, -1, -1)).await?,
+        (0, 0)
+    );
+    for (accepted, smallest, largest) in [(None, 1_000, 1_472), (Some(9_000), 5_000, 6_500)] {
+        let (_endpoint, connection) = connect_accepting(&broker, accepted).await?;
+        // MTU discovery probes in the first round trips after the handshake.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let before = connection.stats().udp_rx;
+        let (error, records) = fetch(&connection, "quic-big", 0, 0).await?;
+        let after = connection.stats().udp_rx;
+        assert_eq!(error, 0);
+        assert!(records.len() > 1_000_000, "{} bytes fetched", records.len());
+        let mean = (after.bytes - before.bytes) / (after.datagrams - before.datagrams).max(1);
+        assert!(
+            (smallest..=largest).contains(&mean),
+            "client accepting {accepted:?}: mean datagram {mean} bytes, expected {smallest}..={largest}"
+        );
+    }
     Ok(())
 }
 

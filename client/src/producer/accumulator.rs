@@ -13,9 +13,10 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
 use skiff_protocol::batch::{
-    Compression, RecordBatchBuilder, RecordBatchBuilderConfig, NO_PRODUCER_EPOCH, NO_PRODUCER_ID,
-    NO_SEQUENCE,
+    Compression, RecordBatchBuilder, RecordBatchBuilderConfig, BATCH_HEADER_BYTES,
+    NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE,
 };
 
 use super::batch::{add_sequence, BatchOutcome, OpenBatch, ProducerBatch};
@@ -118,6 +119,13 @@ pub(crate) struct Accumulator {
     /// Batches that failed to build (a codec error): already failed,
     /// waiting for the sender to release their buffer and count them.
     pub seal_failures: Vec<SealFailure>,
+    /// Buffers of completed batches, reused for new ones (as Kafka's
+    /// BufferPool): a fresh batch-sized allocation comes from the allocator
+    /// as untouched pages, and faulting and zeroing them cost more than
+    /// filling them (11 % of all CPU with 64 partitions, in perf).
+    spare_buffers: Vec<Vec<u8>>,
+    /// At most this many spare buffers are kept.
+    spare_buffers_max: usize,
 }
 
 /// A batch that could not be built.
@@ -145,8 +153,16 @@ pub(crate) struct RecordParts<'a> {
 }
 
 impl Accumulator {
-    pub fn new(identity: ProducerIdentity, compression: Compression, batch_size: usize) -> Self {
+    /// `spare_bytes_max` bounds the memory held in spare batch buffers.
+    pub fn new(
+        identity: ProducerIdentity,
+        compression: Compression,
+        batch_size: usize,
+        spare_bytes_max: usize,
+    ) -> Self {
         Accumulator {
+            spare_buffers: Vec::new(),
+            spare_buffers_max: spare_bytes_max / batch_size.max(1),
             topics: Vec::new(),
             topic_slots: HashMap::new(),
             last_slot: 0,
@@ -282,7 +298,10 @@ impl Accumulator {
             let queue = &mut self.topics[slot].partitions[partition as usize];
             queue.open = Some(OpenBatch {
                 id,
-                builder: RecordBatchBuilder::with_capacity(config, batch_size),
+                builder: match self.spare_buffers.pop() {
+                    Some(buffer) => RecordBatchBuilder::with_buffer(config, buffer),
+                    None => RecordBatchBuilder::with_capacity(config, batch_size),
+                },
                 outcome: Arc::new(BatchOutcome::default()),
                 created: now(),
                 reserved_bytes: 0,
@@ -395,6 +414,21 @@ impl Accumulator {
     }
 
     /// Marks a batch completed.
+    /// Keeps the buffer of a completed batch for a later one, if nothing
+    /// else holds it and it is big enough for a full batch.
+    pub fn recycle(&mut self, batch_bytes: Bytes) {
+        if self.spare_buffers.len() >= self.spare_buffers_max {
+            return;
+        }
+        let Ok(buffer) = batch_bytes.try_into_mut() else {
+            return;
+        };
+        let buffer = Vec::from(buffer);
+        if buffer.capacity() >= BATCH_HEADER_BYTES + self.batch_size {
+            self.spare_buffers.push(buffer);
+        }
+    }
+
     pub fn complete(&mut self, id: u64) {
         self.outstanding.remove(&id);
     }
@@ -432,11 +466,53 @@ mod tests {
         }
     }
 
+    /// A completed batch's buffer is reused by the next batch opened, and
+    /// its bytes are the new batch's; shared, small or surplus buffers are
+    /// dropped.
+    #[test]
+    fn completed_batch_buffers_are_reused() {
+        let mut acc = Accumulator::new(ProducerIdentity::NONE, Compression::None, 200, 400);
+        let now = Instant::now();
+        acc.append("t", 0, 1, &record(b"first"), 5, || now);
+        acc.seal("t", 0);
+        let first = acc.topics[0].partitions[0].ready.pop_front().unwrap();
+        let first_address = first.bytes.as_ptr();
+        let shared = first.bytes.clone();
+        acc.recycle(first.bytes);
+        assert!(
+            acc.spare_buffers.is_empty(),
+            "a buffer still shared is not reused"
+        );
+        acc.recycle(shared);
+        assert_eq!(acc.spare_buffers.len(), 1);
+
+        acc.append("t", 0, 1, &record(b"second"), 6, || now);
+        assert!(acc.spare_buffers.is_empty());
+        acc.seal("t", 0);
+        let second = acc.topics[0].partitions[0].ready.pop_front().unwrap();
+        assert_eq!(second.bytes.as_ptr(), first_address);
+        let view = RecordBatchView::new(second.bytes.clone()).unwrap();
+        view.validate().unwrap();
+        let values: Vec<_> = view.records().unwrap().map(|r| r.unwrap().value).collect();
+        assert_eq!(values, vec![Some(Bytes::from_static(b"second"))]);
+
+        acc.recycle(Bytes::from(vec![0u8; 10]));
+        assert!(acc.spare_buffers.is_empty(), "too small for a batch");
+        for _ in 0..3 {
+            acc.recycle(Bytes::from(Vec::with_capacity(300)));
+        }
+        assert_eq!(
+            acc.spare_buffers.len(),
+            2,
+            "at most 400 / 200 spare buffers"
+        );
+    }
+
     /// Batches seal at batch_size and get contiguous sequences per partition.
     #[test]
     fn batches_seal_at_size_with_contiguous_sequences() {
         let identity = ProducerIdentity { id: 3, epoch: 1 };
-        let mut acc = Accumulator::new(identity, Compression::None, 200);
+        let mut acc = Accumulator::new(identity, Compression::None, 200, 0);
         let now = Instant::now();
         let value = [7u8; 50];
         for _ in 0..7 {
@@ -468,7 +544,7 @@ mod tests {
     /// Keyless records stick to one partition until its batch is sealed.
     #[test]
     fn sticky_partition_changes_when_its_batch_seals() {
-        let mut acc = Accumulator::new(ProducerIdentity::NONE, Compression::None, 1 << 20);
+        let mut acc = Accumulator::new(ProducerIdentity::NONE, Compression::None, 1 << 20, 0);
         let first = acc.sticky_partition("t", 8);
         assert_eq!(acc.sticky_partition("t", 8), first);
         acc.append("t", first, 8, &record(b"x"), 1, Instant::now);
@@ -481,7 +557,12 @@ mod tests {
     /// Resequencing after an epoch bump renumbers queued batches from zero.
     #[test]
     fn resequence_restarts_at_zero() {
-        let mut acc = Accumulator::new(ProducerIdentity { id: 1, epoch: 0 }, Compression::None, 1);
+        let mut acc = Accumulator::new(
+            ProducerIdentity { id: 1, epoch: 0 },
+            Compression::None,
+            1,
+            0,
+        );
         let now = Instant::now();
         for _ in 0..3 {
             acc.append("t", 0, 1, &record(b"abc"), 3, || now);

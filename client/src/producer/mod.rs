@@ -304,6 +304,9 @@ impl Producer {
                 identity,
                 config.compression,
                 config.batch_size,
+                // Spare buffers are not counted against buffer_memory; a
+                // quarter of it bounds them.
+                config.buffer_memory / 4,
             )),
             buffer: Semaphore::new(config.buffer_memory),
             client,

@@ -270,6 +270,7 @@ fn finish(shared: &Shared, acc: &mut Accumulator, batch: ProducerBatch, result: 
     batch.outcome.complete(result);
     acc.complete(batch.id);
     shared.buffer.add_permits(batch.reserved_bytes);
+    acc.recycle(batch.bytes);
     shared.done.notify_waiters();
 }
 

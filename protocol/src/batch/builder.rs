@@ -63,7 +63,14 @@ impl RecordBatchBuilder {
 
     /// Reserves room for about `capacity_bytes` of encoded records up front.
     pub fn with_capacity(config: RecordBatchBuilderConfig, capacity_bytes: usize) -> Self {
-        let mut buf = Vec::with_capacity(BATCH_HEADER_BYTES + capacity_bytes);
+        Self::with_buffer(config, Vec::with_capacity(BATCH_HEADER_BYTES + capacity_bytes))
+    }
+
+    /// As [`Self::with_capacity`], reusing `buf`'s allocation (its contents
+    /// are discarded): a producer recycles the buffers of completed batches
+    /// instead of touching fresh memory for every batch.
+    pub fn with_buffer(config: RecordBatchBuilderConfig, mut buf: Vec<u8>) -> Self {
+        buf.clear();
         buf.resize(BATCH_HEADER_BYTES, 0);
         RecordBatchBuilder {
             config,

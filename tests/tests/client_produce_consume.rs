@@ -601,3 +601,51 @@ async fn a_refused_batch_fails_alone() -> anyhow::Result<()> {
     producer.close().await?;
     Ok(())
 }
+
+/// With linger 0, a batch that cannot go out yet (its connection is at
+/// max_in_flight) stays open and gathers the records sent meanwhile, as in
+/// Kafka, instead of being sealed with a record or two and queued: 2 000
+/// records sent a few microseconds apart (so the sender runs between them)
+/// with one request in flight go out in far fewer requests than records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn linger_zero_batches_grow_while_the_connection_is_busy() -> anyhow::Result<()> {
+    const RECORDS: usize = 2_000;
+    const SPACING_US: u64 = 10;
+    let dir = tempfile::tempdir()?;
+    let broker = Broker::start(skiffd_bin!(), dir.path())?;
+    let client = broker.client(skiff_client::Transport::Tcp).await?;
+    let topic = topic_name("busy-batches", skiff_client::Transport::Tcp);
+    create_topic(&client, &topic, 1).await?;
+    let config = ProducerConfig {
+        linger: Duration::ZERO,
+        max_in_flight: 1,
+        ..quick_producer(Acks::All)
+    };
+    let producer = Producer::new(client.clone(), config).await?;
+    let produce_requests = r#"skiff_requests_total{api="Produce",api_key="0"}"#;
+    let before = skiff_tests::broker_metric(&broker, produce_requests).unwrap_or(0.0);
+    let value = [7u8; 100];
+    let mut acks = Vec::with_capacity(RECORDS);
+    for _ in 0..RECORDS {
+        acks.push(
+            producer
+                .send(ProducerRecord::new(&topic, &value[..]))
+                .await?,
+        );
+        let sent = std::time::Instant::now();
+        while sent.elapsed() < Duration::from_micros(SPACING_US) {
+            std::hint::spin_loop();
+        }
+    }
+    for ack in acks {
+        ack.await?;
+    }
+    let requests = skiff_tests::broker_metric(&broker, produce_requests)? - before;
+    eprintln!("{RECORDS} records, {requests} produce requests");
+    ensure!(
+        requests <= (RECORDS / 20) as f64,
+        "{RECORDS} records took {requests} produce requests"
+    );
+    ensure!(consume_all(&client, &topic, RECORDS, WAIT).await?.len() == RECORDS);
+    Ok(())
+}

@@ -16,7 +16,7 @@ use skiff_protocol::api::StrBytes;
 use skiff_protocol::ErrorCode;
 use tokio::sync::mpsc;
 
-use super::accumulator::{Accumulator, PartitionQueue};
+use super::accumulator::{Accumulator, PartitionQueue, TopicQueues};
 use super::batch::{BatchAck, ProducerBatch};
 use super::{init_producer_id, Acks, Shared};
 use crate::error::{Error, Result};
@@ -145,15 +145,23 @@ fn drain(shared: &Shared, state: &mut SenderState, now: Instant) -> Drained {
     let idempotent = acc.identity.is_idempotent();
     let mut by_broker: HashMap<i32, (Vec<ProducerBatch>, usize)> = HashMap::new();
     let mut to_seal = Vec::new();
+    let client = &shared.client;
     for queues in &acc.topics {
         for (partition, queue) in queues.partitions.iter().enumerate() {
             if let Some(open) = &queue.open {
                 let due = open.created + config.linger;
-                if seal_all || due <= now {
+                if seal_all {
                     to_seal.push((Arc::clone(&queues.name), partition as i32));
-                } else {
+                } else if due > now {
                     earliest(&mut drained.wake_at, due);
+                } else if can_send_now(state, queues, partition, queue, idempotent, client, config)
+                {
+                    to_seal.push((Arc::clone(&queues.name), partition as i32));
                 }
+                // Otherwise the lingered batch stays open and keeps taking
+                // records until a request completes (which wakes the sender),
+                // as in Kafka: sealing it now would queue a batch per record
+                // behind the busy connection.
             }
         }
     }
@@ -167,7 +175,6 @@ fn drain(shared: &Shared, state: &mut SenderState, now: Instant) -> Drained {
     }
     let mut expired = Vec::new();
     let mut refused = 0usize;
-    let client = &shared.client;
     for queues in &mut acc.topics {
         for (index, queue) in queues.partitions.iter_mut().enumerate() {
             let partition = index as i32;
@@ -229,6 +236,30 @@ fn drain(shared: &Shared, state: &mut SenderState, now: Instant) -> Drained {
         .map(|(broker, (batches, _))| (broker, batches))
         .collect();
     drained
+}
+
+/// Whether a batch sealed now on this partition would go out in this round:
+/// nothing is queued ahead of it and its leader's connection has room. An
+/// unknown leader counts as sendable, so the batch is sealed and the drain
+/// asks for metadata.
+fn can_send_now(
+    state: &SenderState,
+    queues: &TopicQueues,
+    partition: usize,
+    queue: &PartitionQueue,
+    idempotent: bool,
+    client: &crate::client::Client,
+    config: &super::ProducerConfig,
+) -> bool {
+    if !queue.ready.is_empty() || !queue.may_pipeline(idempotent, config.max_in_flight) {
+        return false;
+    }
+    match client.cached_leader(&queues.name, partition as i32) {
+        Some(leader) => {
+            state.in_flight_by_broker.get(&leader).copied().unwrap_or(0) < config.max_in_flight
+        }
+        None => true,
+    }
 }
 
 /// Moves batches past their delivery timeout out of the queue.

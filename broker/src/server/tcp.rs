@@ -64,6 +64,21 @@ impl Slot {
     }
 }
 
+/// Polls a request's remaining work once here and spawns it only if it
+/// must wait. Most of it finishes at once (a produce whose flush policy is
+/// not `sync`, a fetch with data), and a task spawned per request costs a
+/// wakeup of another worker thread: on the 2-vCPU VM the broker took 25 %
+/// less CPU with one worker than with two for a 200 k records/s produce
+/// and tail fetch, which is what this avoids.
+fn start(mut future: futures::future::BoxFuture<'static, Outcome>) -> Slot {
+    let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+    match future.as_mut().poll(&mut context) {
+        std::task::Poll::Ready(outcome) => Slot::Ready(outcome),
+        // The noop waker is never woken; the task polls again with its own.
+        std::task::Poll::Pending => Slot::Running(tokio::spawn(future)),
+    }
+}
+
 struct Pending {
     response: Slot,
     /// Released once the response is written.
@@ -175,7 +190,7 @@ async fn serve_connection(
             // Side effects run here, in arrival order; only waits run apart.
             let response = match dispatch(&broker, request, peer.ip()) {
                 Dispatched::Ready(outcome) => Slot::Ready(outcome),
-                Dispatched::Later(future) => Slot::Running(tokio::spawn(future)),
+                Dispatched::Later(future) => start(future),
             };
             if queue.send(Pending { response, permit }).await.is_err() {
                 break 'connection; // the writer stopped: the connection is closing

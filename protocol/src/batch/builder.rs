@@ -63,7 +63,10 @@ impl RecordBatchBuilder {
 
     /// Reserves room for about `capacity_bytes` of encoded records up front.
     pub fn with_capacity(config: RecordBatchBuilderConfig, capacity_bytes: usize) -> Self {
-        Self::with_buffer(config, Vec::with_capacity(BATCH_HEADER_BYTES + capacity_bytes))
+        Self::with_buffer(
+            config,
+            Vec::with_capacity(BATCH_HEADER_BYTES + capacity_bytes),
+        )
     }
 
     /// As [`Self::with_capacity`], reusing `buf`'s allocation (its contents

@@ -10,6 +10,7 @@
 //!   through the `kafka-protocol` crate behind a small API of ours.
 //! - [`partition`]: the murmur2 key partitioner, identical to the Java client's.
 //! - [`error_code`]: Kafka's numeric error codes.
+//! - [`quic`]: the constants broker and client share for Kafka over QUIC.
 
 pub mod api;
 pub mod batch;
@@ -17,6 +18,7 @@ pub mod error;
 pub mod error_code;
 pub mod frame;
 pub mod partition;
+pub mod quic;
 
 pub use error::{DecodeError, Result};
 pub use error_code::ErrorCode;

@@ -19,6 +19,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use quinn::{Endpoint, IdleTimeout, VarInt};
 use skiff_protocol::frame;
+use skiff_protocol::quic::DATAGRAM_BYTES_MAX;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use super::dispatch::{dispatch, Dispatched, Outcome};
@@ -27,8 +28,8 @@ use super::ServerError;
 use crate::broker::Broker;
 use crate::config::Config;
 
-/// ALPN protocol id of Kafka-over-QUIC, client and broker must agree.
-pub const ALPN: &[u8] = b"kafka";
+pub use skiff_protocol::quic::ALPN;
+
 /// Application close code for a protocol violation (oversized frame).
 const CLOSE_PROTOCOL_ERROR: u32 = 1;
 
@@ -106,17 +107,6 @@ fn tune_for_throughput(transport: &mut quinn::TransportConfig) {
     mtu.upper_bound(DATAGRAM_BYTES_MAX);
     transport.mtu_discovery_config(Some(mtu));
 }
-
-/// Largest UDP payload MTU discovery may try (quinn's default stops at 1452).
-/// On loopback (MTU 64 KiB) discovery climbs to it and a fifth of the
-/// datagrams carry the same bytes: twice the throughput of 1452-byte packets,
-/// which spend their time on per-packet work. Larger is not better: quinn
-/// sends up to 10 datagrams in one GSO call, whose total the kernel caps at
-/// 64 KiB, so bigger datagrams fail to send and read as a black hole (16 KiB
-/// datagrams were slower than 1452 for that reason). On a path with a
-/// smaller MTU discovery stays at what the path carries. skiff-client uses
-/// the same bound.
-const DATAGRAM_BYTES_MAX: u16 = 6_500;
 
 /// Bytes of responses the broker may hold unacknowledged per connection.
 const SEND_WINDOW_BYTES: u64 = 64 * 1024 * 1024;

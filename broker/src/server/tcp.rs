@@ -66,10 +66,8 @@ impl Slot {
 
 /// Polls a request's remaining work once here and spawns it only if it
 /// must wait. Most of it finishes at once (a produce whose flush policy is
-/// not `sync`, a fetch with data), and a task spawned per request costs a
-/// wakeup of another worker thread: on the 2-vCPU VM the broker took 25 %
-/// less CPU with one worker than with two for a 200 k records/s produce
-/// and tail fetch, which is what this avoids.
+/// not `sync`, a fetch with data), and a task spawned per request may wake
+/// another worker thread to run it.
 fn start(mut future: futures::future::BoxFuture<'static, Outcome>) -> Slot {
     let mut context = std::task::Context::from_waker(std::task::Waker::noop());
     match future.as_mut().poll(&mut context) {

@@ -23,11 +23,12 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
+use skiff_protocol::quic::DATAGRAM_BYTES_MAX;
 
 use crate::error::{Error, Result};
 
 /// The ALPN protocol id Skiff brokers expect on QUIC.
-pub const ALPN_KAFKA: &[u8] = b"kafka";
+pub const ALPN_KAFKA: &[u8] = skiff_protocol::quic::ALPN;
 
 /// How the client decides to trust a broker's QUIC certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -199,7 +200,7 @@ pub(crate) fn client_config(trust: &QuicTrust) -> Result<quinn::ClientConfig> {
     transport.receive_window(quinn::VarInt::from_u32(QUIC_WINDOW_BYTES));
     transport.send_window(u64::from(QUIC_WINDOW_BYTES));
     let mut mtu = quinn::MtuDiscoveryConfig::default();
-    mtu.upper_bound(QUIC_DATAGRAM_BYTES_MAX);
+    mtu.upper_bound(DATAGRAM_BYTES_MAX);
     transport.mtu_discovery_config(Some(mtu));
     config.transport_config(Arc::new(transport));
     Ok(config)
@@ -207,15 +208,6 @@ pub(crate) fn client_config(trust: &QuicTrust) -> Result<quinn::ClientConfig> {
 
 /// Receive window per stream and per connection, and send window.
 const QUIC_WINDOW_BYTES: u32 = 64 * 1024 * 1024;
-/// Largest UDP payload MTU discovery may try (quinn's default stops at 1452).
-/// On loopback (MTU 64 KiB) discovery climbs to it, and a fifth of the
-/// datagrams carry the same bytes: twice the throughput of 1452-byte packets,
-/// which spend their time on per-packet work. Larger is not better: quinn
-/// sends up to 10 datagrams in one GSO call, whose total the kernel caps at
-/// 64 KiB, so bigger datagrams fail to send and read as a black hole. On a
-/// path with a smaller MTU discovery stays at what the path carries.
-/// The broker uses the same bound.
-const QUIC_DATAGRAM_BYTES_MAX: u16 = 6_500;
 /// Requested UDP socket buffer size, each direction.
 const QUIC_SOCKET_BUFFER_BYTES: usize = 4 * 1024 * 1024;
 
@@ -230,7 +222,7 @@ const QUIC_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(4)
 /// datagrams) is dropped by the kernel, which QUIC takes for congestion and
 /// halves its window; the kernel caps the request at
 /// `net.core.rmem_max`/`wmem_max`. The endpoint accepts datagrams up to
-/// [`QUIC_DATAGRAM_BYTES_MAX`].
+/// [`DATAGRAM_BYTES_MAX`].
 fn quic_endpoint(bind: SocketAddr) -> std::io::Result<quinn::Endpoint> {
     let socket = std::net::UdpSocket::bind(bind)?;
     if let Ok(state) = quinn::udp::UdpSocketState::new((&socket).into()) {
@@ -240,7 +232,7 @@ fn quic_endpoint(bind: SocketAddr) -> std::io::Result<quinn::Endpoint> {
     }
     let mut endpoint = quinn::EndpointConfig::default();
     endpoint
-        .max_udp_payload_size(QUIC_DATAGRAM_BYTES_MAX)
+        .max_udp_payload_size(DATAGRAM_BYTES_MAX)
         .map_err(std::io::Error::other)?;
     quinn::Endpoint::new(endpoint, None, socket, Arc::new(quinn::TokioRuntime))
 }

@@ -192,8 +192,7 @@ impl Accumulator {
     /// `partitions` partitions.
     fn topic_slot(&mut self, topic: &str, partitions: i32) -> usize {
         let last = self.topics.get(self.last_slot);
-        let cached = last.is_some_and(|queues| &*queues.name == topic);
-        let found = if cached {
+        let found = if last.is_some_and(|queues| &*queues.name == topic) {
             Some(self.last_slot)
         } else {
             self.topic_slots.get(topic).copied()

@@ -14,6 +14,7 @@
 //! Assignors are pure functions of the members' subscriptions and the
 //! partition counts, so they are tested without a broker.
 
+mod balance;
 mod range;
 mod roundrobin;
 mod sticky;

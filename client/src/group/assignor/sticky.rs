@@ -6,10 +6,12 @@
 //!    the claim from the newest generation wins, as in Kafka.
 //! 2. Unowned partitions go, one by one, to the least loaded member
 //!    subscribed to their topic.
-//! 3. While some member has two or more partitions more than a member that
-//!    could take one of them, one moves (partitions it did not own before
-//!    first). Moves come only from the most loaded members, so members keep
-//!    their own partitions up to their share.
+//! 3. While some member holds two or more partitions more than a member
+//!    that could end up with one of them, directly or through a chain of
+//!    members that each pass one on, a chain moves (`balance`). Chains of
+//!    partitions their holder did not own before go first, each from the
+//!    most loaded member that has one, so members keep their own up to
+//!    their share.
 //!
 //! `cooperative-sticky` computes the same target and then withholds every
 //! partition that another member owns now: that member revokes it, rejoins,
@@ -18,7 +20,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{
-    sorted_members, subscribed_partitions, Assignor, GroupMember, MemberAssignments,
+    balance, sorted_members, subscribed_partitions, Assignor, GroupMember, MemberAssignments,
     RebalanceProtocol,
 };
 use crate::consumer::TopicPartition;
@@ -116,12 +118,8 @@ fn sticky_assign(
         }
     }
 
-    // 3. Balance. Each move lowers the sum of squared loads, so this ends;
-    // the budget only guards against a bug turning it into a hang.
-    let mut budget = all.len().saturating_mul(sorted.len()).saturating_add(1);
-    while budget > 0 && move_one(&sorted, &mut loads, &owners) {
-        budget -= 1;
-    }
+    // 3. Balance.
+    balance::balance(&sorted, &mut loads, &owners);
 
     let assignment = sorted
         .iter()
@@ -129,34 +127,4 @@ fn sticky_assign(
         .map(|(member, partitions)| (member.member_id.clone(), partitions.into_iter().collect()))
         .collect();
     (assignment, owners)
-}
-
-/// Moves one partition from a most loaded member to a member with at least
-/// two fewer that subscribes to its topic; false if none can move.
-fn move_one(
-    sorted: &[&GroupMember],
-    loads: &mut [BTreeSet<TopicPartition>],
-    owners: &BTreeMap<TopicPartition, String>,
-) -> bool {
-    let mut donors: Vec<usize> = (0..sorted.len()).collect();
-    donors.sort_by_key(|i| (std::cmp::Reverse(loads[*i].len()), *i));
-    for donor in donors {
-        let donor_load = loads[donor].len();
-        let owned_here = |tp: &TopicPartition| owners.get(tp) == Some(&sorted[donor].member_id);
-        // Partitions the donor did not own before move first.
-        let mut candidates: Vec<&TopicPartition> = loads[donor].iter().collect();
-        candidates.sort_by_key(|tp| owned_here(tp));
-        for tp in candidates {
-            let receiver = (0..sorted.len())
-                .filter(|i| sorted[*i].subscribes(&tp.topic) && loads[*i].len() + 1 < donor_load)
-                .min_by_key(|i| (loads[*i].len(), *i));
-            if let Some(receiver) = receiver {
-                let tp = tp.clone();
-                loads[donor].remove(&tp);
-                loads[receiver].insert(tp);
-                return true;
-            }
-        }
-    }
-    false
 }

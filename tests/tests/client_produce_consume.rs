@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{ensure, Context};
 use skiff_client::{
     Acks, Compression, Consumer, ConsumerConfig, Error, OffsetReset, Producer, ProducerConfig,
-    ProducerRecord, SeekTo, TopicPartition,
+    ProducerRecord, SeekTo, TopicPartition, Transport,
 };
 use skiff_protocol::partition::partition_for_key;
 use skiff_protocol::ErrorCode;
@@ -647,5 +647,82 @@ async fn linger_zero_batches_grow_while_the_connection_is_busy() -> anyhow::Resu
         "{RECORDS} records took {requests} produce requests"
     );
     ensure!(consume_all(&client, &topic, RECORDS, WAIT).await?.len() == RECORDS);
+    Ok(())
+}
+
+/// Flips one byte of the record value containing `marker` in whichever
+/// file under `dir` holds it; the broker maps its segments shared, so it
+/// serves the flipped byte from then on.
+fn corrupt_on_disk(dir: &std::path::Path, marker: &[u8]) -> anyhow::Result<()> {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(path) = pending.pop() {
+        if path.is_dir() {
+            for entry in std::fs::read_dir(&path)? {
+                pending.push(entry?.path());
+            }
+            continue;
+        }
+        let bytes = std::fs::read(&path)?;
+        if let Some(at) = bytes.windows(marker.len()).position(|w| w == marker) {
+            let mut file = std::fs::OpenOptions::new().write(true).open(&path)?;
+            file.seek(SeekFrom::Start(at as u64))?;
+            file.write_all(&[bytes[at] ^ 0xff])?;
+            return Ok(());
+        }
+    }
+    anyhow::bail!("no file under {} holds the marker", dir.display())
+}
+
+/// A batch corrupted on disk after it was written stops the consumer at it:
+/// the batch before it is delivered once (the consumer used to deliver it
+/// again with every retry), then every poll reports the corruption and the
+/// position stays at the bad batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_corrupted_on_disk_stops_the_consumer_at_it() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let broker = Broker::start(skiffd_bin!(), dir.path())?;
+    let client = broker.client(Transport::Tcp).await?;
+    let topic = topic_name("corrupt-on-disk", Transport::Tcp);
+    create_topic(&client, &topic, 1).await?;
+    let producer = Producer::new(client.clone(), quick_producer(Acks::All)).await?;
+    for batch in 0..3 {
+        for record in 0..5 {
+            let value = format!("batch-{batch}-record-{record}");
+            drop(
+                producer
+                    .send(ProducerRecord::new(&topic, value.as_bytes()))
+                    .await?,
+            );
+        }
+        producer.flush().await?;
+    }
+    producer.close().await?;
+    corrupt_on_disk(broker.data_dir(), b"batch-1-record-2")?;
+
+    let tp = TopicPartition::new(&topic, 0);
+    let mut consumer = Consumer::new(client.clone(), ConsumerConfig::default());
+    consumer.assign([tp.clone()]);
+    consumer.seek(&tp, SeekTo::Beginning).await?;
+    let mut delivered = Vec::new();
+    let mut errors = 0;
+    let deadline = std::time::Instant::now() + WAIT;
+    while errors < 3 && std::time::Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(300)).await {
+            Ok(records) => delivered.extend(records.iter().map(|r| r.offset)),
+            Err(Error::Decode { .. }) => errors += 1,
+            Err(other) => anyhow::bail!("expected a decode error, got {other}"),
+        }
+    }
+    ensure!(errors == 3, "the corruption was reported {errors} times");
+    ensure!(
+        delivered == [0, 1, 2, 3, 4],
+        "delivered {delivered:?}: the good batch once, nothing of the bad one or after it"
+    );
+    ensure!(
+        consumer.position(&tp) == Some(5),
+        "position {:?}",
+        consumer.position(&tp)
+    );
     Ok(())
 }

@@ -10,7 +10,7 @@ use skiff_protocol::api::StrBytes;
 use skiff_protocol::batch::{BatchReader, HeaderIter, TimestampType};
 
 use super::{ConsumerConfig, TopicPartition};
-use crate::error::{Error, Result};
+use crate::error::Error;
 
 /// One consumed record. Key, value and headers share the fetched buffer.
 #[derive(Debug, Clone)]
@@ -67,10 +67,22 @@ pub(crate) fn fetch_request(
         .with_topics(topics)
 }
 
+/// Decoding stopped at a bad batch: the records before it were decoded,
+/// and the next fetch starts at `next`, the bad batch.
+#[derive(Debug)]
+pub(crate) struct PartialDecode {
+    /// Where the bad batch starts (records before it were delivered).
+    pub next: i64,
+    /// What is wrong with it.
+    pub error: Error,
+}
+
 /// Decodes the records at or after `position` from a partition's record
 /// set, appending them to `out`. Returns the next position: one past the
 /// last offset of the last whole batch (control batches and compacted-away
-/// offsets are skipped over too), or `position` if there was none.
+/// offsets are skipped over too), or `position` if there was none. A
+/// corrupt batch stops decoding: the whole batches before it stay in `out`,
+/// none of its records do, and `PartialDecode::next` is where it starts.
 pub(crate) fn decode_records(
     topic: &std::sync::Arc<str>,
     partition: i32,
@@ -78,55 +90,69 @@ pub(crate) fn decode_records(
     position: i64,
     check_crcs: bool,
     out: &mut Vec<ConsumerRecord>,
-) -> Result<i64> {
-    let corrupt = |source| Error::Decode {
-        address: format!("fetch of {topic}-{partition}"),
-        source,
-    };
+) -> Result<i64, PartialDecode> {
     let mut next = position;
+    let stop = |next: i64, source| PartialDecode {
+        next,
+        error: Error::Decode {
+            address: format!("fetch of {topic}-{partition}"),
+            source,
+        },
+    };
     let total = records.len();
     let mut reader = BatchReader::new(records);
     for batch in reader.by_ref() {
-        let batch = batch.map_err(corrupt)?;
+        let batch = batch.map_err(|source| stop(next, source))?;
         let header = *batch.header();
         if header.last_offset() < next {
             continue;
         }
         if check_crcs {
-            batch.validate().map_err(corrupt)?;
+            batch.validate().map_err(|source| stop(next, source))?;
         }
         let attributes = header.attributes;
         if !attributes.is_control() {
             let timestamp_type = attributes.timestamp_type();
-            for record in batch.records().map_err(corrupt)? {
-                let record = record.map_err(corrupt)?;
-                if record.offset < next {
-                    continue;
+            let delivered = out.len();
+            let mut decode_batch = || -> Result<(), skiff_protocol::DecodeError> {
+                for record in batch.records()? {
+                    let record = record?;
+                    if record.offset < next {
+                        continue;
+                    }
+                    let timestamp = if timestamp_type == TimestampType::LogAppendTime {
+                        header.max_timestamp
+                    } else {
+                        record.timestamp
+                    };
+                    out.push(ConsumerRecord {
+                        topic: std::sync::Arc::clone(topic),
+                        partition,
+                        offset: record.offset,
+                        timestamp,
+                        timestamp_type,
+                        key: record.key,
+                        value: record.value,
+                        headers: record.headers,
+                    });
                 }
-                let timestamp = if timestamp_type == TimestampType::LogAppendTime {
-                    header.max_timestamp
-                } else {
-                    record.timestamp
-                };
-                out.push(ConsumerRecord {
-                    topic: std::sync::Arc::clone(topic),
-                    partition,
-                    offset: record.offset,
-                    timestamp,
-                    timestamp_type,
-                    key: record.key,
-                    value: record.value,
-                    headers: record.headers,
-                });
+                Ok(())
+            };
+            if let Err(source) = decode_batch() {
+                out.truncate(delivered);
+                return Err(stop(next, source));
             }
         }
         next = header.last_offset() + 1;
     }
     if next == position && reader.partial_tail_bytes() > 0 && reader.partial_tail_bytes() == total {
-        return Err(Error::RecordTooLarge {
-            record_bytes: total,
-            limit: "max_partition_fetch_bytes (a batch did not fit)",
-            limit_bytes: total,
+        return Err(PartialDecode {
+            next,
+            error: Error::RecordTooLarge {
+                record_bytes: total,
+                limit: "max_partition_fetch_bytes (a batch did not fit)",
+                limit_bytes: total,
+            },
         });
     }
     Ok(next)
@@ -186,8 +212,33 @@ mod tests {
         let last = bytes.len() - 2;
         bytes[last] ^= 0xff;
         let mut out = Vec::new();
-        let error = decode_records(&topic, 0, Bytes::from(bytes), 0, true, &mut out).unwrap_err();
-        assert!(matches!(error, Error::Decode { .. }), "{error}");
+        let partial = decode_records(&topic, 0, Bytes::from(bytes), 0, true, &mut out).unwrap_err();
+        assert!(
+            matches!(partial.error, Error::Decode { .. }),
+            "{}",
+            partial.error
+        );
+        assert_eq!(partial.next, 0);
         assert!(out.is_empty());
+    }
+
+    /// The records before a corrupt batch are delivered and the next fetch
+    /// resumes at the corrupt batch, so nothing is delivered twice.
+    #[test]
+    fn corrupt_batch_stops_after_the_good_ones() {
+        let topic: std::sync::Arc<str> = "t".into();
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&batch(0, &[b"a", b"b"], Compression::None));
+        let mut bad = batch(2, &[b"c", b"d"], Compression::None).to_vec();
+        let last = bad.len() - 1;
+        bad[last] ^= 0xff;
+        buf.extend_from_slice(&bad);
+        buf.extend_from_slice(&batch(4, &[b"e"], Compression::None));
+        let records = buf.freeze();
+        let mut out = Vec::new();
+        let partial = decode_records(&topic, 0, records, 0, true, &mut out).unwrap_err();
+        assert_eq!(partial.next, 2);
+        let offsets: Vec<i64> = out.iter().map(|r| r.offset).collect();
+        assert_eq!(offsets, [0, 1]);
     }
 }

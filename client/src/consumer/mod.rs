@@ -565,8 +565,11 @@ impl Consumer {
                             records,
                         ) {
                             Ok(next) => state.position = Some(next),
-                            Err(error) => {
-                                self.deferred_error.get_or_insert(error);
+                            Err(partial) => {
+                                // The batches before the bad one were
+                                // delivered: resume at the bad one.
+                                state.position = Some(partial.next);
+                                self.deferred_error.get_or_insert(partial.error);
                             }
                         }
                     }

@@ -233,6 +233,11 @@ pub struct WorkloadArgs {
     /// Produce requests in flight per connection.
     #[arg(long, default_value_t = 5)]
     pub max_in_flight: usize,
+    /// Producer buffer memory per producer (bytes). Each open batch holds
+    /// --batch-size of it, as in Kafka; default: a batch per partition
+    /// written, at least 32 MiB.
+    #[arg(long, value_parser = parse_size_arg)]
+    pub buffer_memory: Option<u64>,
     /// Total target rate in records/s over all producers, or saturation:F (default: saturate).
     #[arg(long, value_parser = parse_rate)]
     pub rate: Option<TargetRate>,

@@ -263,6 +263,13 @@ async fn measure_limits(
     Ok(Some(measured))
 }
 
+/// A producer's default buffer memory is a batch per partition it may write,
+/// at least Kafka's default (32 MiB) and at most a gigabyte (the client
+/// refuses 4 GiB and more). Less stalls keyed sends: each open batch holds
+/// a whole --batch-size of it.
+const BUFFER_MEMORY_MIN_BYTES: u64 = 32 << 20;
+const BUFFER_MEMORY_MAX_BYTES: u64 = 1 << 30;
+
 /// The producer and consumer plans of a run (the rate is resolved later).
 fn plans(kind: WorkloadKind, args: &WorkloadArgs, topics: &[String]) -> (ProducePlan, ConsumePlan) {
     let produce = ProducePlan {
@@ -271,6 +278,11 @@ fn plans(kind: WorkloadKind, args: &WorkloadArgs, topics: &[String]) -> (Produce
         producers: args.producers,
         settings: ProducerSettings {
             batch_size_bytes: args.batch_size,
+            buffer_memory_bytes: args.buffer_memory.unwrap_or_else(|| {
+                let partitions = args.topics as u64 * u64::from(args.partitions);
+                (2 * args.batch_size * partitions)
+                    .clamp(BUFFER_MEMORY_MIN_BYTES, BUFFER_MEMORY_MAX_BYTES)
+            }),
             linger: args.linger,
             acks: args.acks,
             compression: args.compression,

@@ -192,6 +192,18 @@ async fn records_time_out_when_the_broker_stays_away() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A 16 KiB buffer of 4 KiB batches, and timeouts that ride out a restart.
+fn small_buffer() -> ProducerConfig {
+    ProducerConfig {
+        buffer_memory: 16 * 1024,
+        batch_size: 4 * 1024,
+        linger: Duration::from_millis(1),
+        request_timeout: Duration::from_secs(2),
+        delivery_timeout: Duration::from_secs(60),
+        ..ProducerConfig::default()
+    }
+}
+
 /// With the broker down, `send` stops accepting records once
 /// `buffer_memory` is used up, and resumes when the broker returns and the
 /// buffered records are delivered.
@@ -201,15 +213,7 @@ async fn send_waits_while_the_buffer_is_full() -> anyhow::Result<()> {
     let mut broker = Broker::start(skiffd_bin!(), dir.path())?;
     let client = broker.client(Transport::Tcp).await?;
     create_topic(&client, "backpressure", 1).await?;
-    let config = ProducerConfig {
-        buffer_memory: 16 * 1024,
-        batch_size: 4 * 1024,
-        linger: Duration::from_millis(1),
-        request_timeout: Duration::from_secs(2),
-        delivery_timeout: Duration::from_secs(60),
-        ..ProducerConfig::default()
-    };
-    let producer = std::sync::Arc::new(Producer::new(client.clone(), config).await?);
+    let producer = std::sync::Arc::new(Producer::new(client.clone(), small_buffer()).await?);
     producer
         .send(ProducerRecord::new("backpressure", b"warm-up"))
         .await?
@@ -261,6 +265,55 @@ async fn send_waits_while_the_buffer_is_full() -> anyhow::Result<()> {
         records.len(),
         blocked + 2
     );
+    Ok(())
+}
+
+/// `buffer_memory` bounds the memory of open batches, not only the bytes
+/// of their records: with the broker down, one small record per partition
+/// opens a batch of `batch_size` each, so a 16 KiB buffer takes four 4 KiB
+/// batches (four records) and then `send` waits. (Counting record bytes
+/// only, it took all 16 records, 64 KiB of batch buffers.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buffer_memory_bounds_batches_across_partitions() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut broker = Broker::start(skiffd_bin!(), dir.path())?;
+    let client = broker.client(Transport::Tcp).await?;
+    create_topic(&client, "bounded", 16).await?;
+    let producer = std::sync::Arc::new(Producer::new(client.clone(), small_buffer()).await?);
+    producer
+        .send(ProducerRecord::new("bounded", b"warm-up").partition(0))
+        .await?
+        .await?;
+    broker.kill();
+    let mut accepted = 0i32;
+    while accepted < 16 {
+        let send = producer.send(ProducerRecord::new("bounded", b"small").partition(accepted));
+        match tokio::time::timeout(Duration::from_millis(500), send).await {
+            Ok(sent) => {
+                drop(sent?);
+                accepted += 1;
+            }
+            Err(_) => break,
+        }
+    }
+    ensure!(
+        accepted == 4,
+        "accepted {accepted} one-record batches into 16 KiB of 4 KiB batches"
+    );
+    broker.restart()?;
+    let waiting = {
+        let producer = std::sync::Arc::clone(&producer);
+        tokio::spawn(async move {
+            producer
+                .send(ProducerRecord::new("bounded", b"after").partition(15))
+                .await
+                .map(drop)
+        })
+    };
+    tokio::time::timeout(Duration::from_secs(30), waiting).await???;
+    producer.flush().await?;
+    let records = consume_all(&client, "bounded", 6, Duration::from_secs(20)).await?;
+    ensure!(records.len() == 6, "read {} of 6", records.len());
     Ok(())
 }
 

@@ -17,6 +17,7 @@ use crate::cli::{Acks, Compression};
 #[derive(Clone, Debug)]
 pub struct ProducerSettings {
     pub batch_size_bytes: u64,
+    pub buffer_memory_bytes: u64,
     pub linger: Duration,
     pub acks: Acks,
     pub compression: Compression,

@@ -158,7 +158,9 @@ impl Connector for SkiffConnector {
         // A batch must fit in a request.
         let config = ProducerConfig {
             max_request_size: config.max_request_size.max(config.batch_size + (64 << 10)),
-            buffer_memory: config.buffer_memory.max(4 * config.batch_size),
+            buffer_memory: usize::try_from(settings.buffer_memory_bytes)
+                .context("buffer memory too large")?
+                .max(4 * config.batch_size),
             ..config
         };
         let producer = Producer::new(self.new_client().await?, config).await?;

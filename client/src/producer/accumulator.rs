@@ -128,6 +128,13 @@ pub(crate) struct Accumulator {
     spare_buffers_max: usize,
 }
 
+/// A record needs a new batch, and `buffer_memory` has not got the bytes
+/// the batch would hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct MemoryNeeded {
+    pub bytes: usize,
+}
+
 /// A batch that could not be built.
 pub(crate) struct SealFailure {
     pub reserved_bytes: usize,
@@ -150,6 +157,8 @@ pub(crate) struct RecordParts<'a> {
     pub key: Option<&'a [u8]>,
     pub value: Option<&'a [u8]>,
     pub headers: &'a [(&'a [u8], Option<&'a [u8]>)],
+    /// The record's size estimate, what a batch of its own reserves.
+    pub estimated_bytes: usize,
 }
 
 impl Accumulator {
@@ -240,17 +249,25 @@ impl Accumulator {
 
     /// Appends a record to the open batch of `topic`/`partition`, sealing
     /// the open batch first if the record would overflow it.
+    ///
+    /// A new batch holds `batch_size` bytes of `buffer_memory` (or the
+    /// `estimated_bytes` of a larger record) from when it opens until
+    /// it completes, as Kafka's BufferPool does: the memory a batch buffer
+    /// takes, however few records it ends up with. `reserve` is asked for
+    /// them and answers how many it took, or `None` if they are not free
+    /// now; then nothing changes and the caller waits for `MemoryNeeded`
+    /// bytes. Records that join an open batch take nothing.
     pub fn append(
         &mut self,
         topic: &str,
         partition: i32,
         partitions: i32,
         record: &RecordParts<'_>,
-        reserved_bytes: usize,
+        reserve: impl FnOnce(usize) -> Option<usize>,
         // Only read when a batch is opened: a clock read per record is a
         // measurable share of the producer's time.
         now: impl FnOnce() -> Instant,
-    ) -> Appended {
+    ) -> Result<Appended, MemoryNeeded> {
         assert!(
             (0..partitions).contains(&partition),
             "partition checked by the caller"
@@ -274,6 +291,10 @@ impl Accumulator {
             }
         };
         if needs_new {
+            let wanted = record.estimated_bytes.max(batch_size);
+            let Some(reserved_bytes) = reserve(wanted) else {
+                return Err(MemoryNeeded { bytes: wanted });
+            };
             self.seal(topic, partition);
             let identity = self.identity;
             let compression = self.compression;
@@ -303,7 +324,7 @@ impl Accumulator {
                 },
                 outcome: Arc::new(BatchOutcome::default()),
                 created: now(),
-                reserved_bytes: 0,
+                reserved_bytes,
             });
             wake_sender = true;
         }
@@ -314,7 +335,6 @@ impl Accumulator {
             .unwrap_or_else(|| unreachable!("opened above"));
         open.builder
             .append(record.timestamp, record.key, record.value, record.headers);
-        open.reserved_bytes += reserved_bytes;
         let appended = Appended {
             outcome: Arc::clone(&open.outcome),
             partition,
@@ -323,12 +343,12 @@ impl Accumulator {
         };
         if open.builder.estimated_bytes() >= batch_size {
             self.seal(topic, partition);
-            return Appended {
+            return Ok(Appended {
                 wake_sender: true,
                 ..appended
-            };
+            });
         }
-        appended
+        Ok(appended)
     }
 
     /// Builds the open batch of a partition and queues it. A batch that
@@ -462,6 +482,7 @@ mod tests {
             key: None,
             value: Some(value),
             headers: &[],
+            estimated_bytes: value.len() + 30,
         }
     }
 
@@ -472,7 +493,8 @@ mod tests {
     fn completed_batch_buffers_are_reused() {
         let mut acc = Accumulator::new(ProducerIdentity::NONE, Compression::None, 200, 400);
         let now = Instant::now();
-        acc.append("t", 0, 1, &record(b"first"), 5, || now);
+        acc.append("t", 0, 1, &record(b"first"), Some, || now)
+            .unwrap();
         acc.seal("t", 0);
         let first = acc.topics[0].partitions[0].ready.pop_front().unwrap();
         let first_address = first.bytes.as_ptr();
@@ -485,7 +507,8 @@ mod tests {
         acc.recycle(shared);
         assert_eq!(acc.spare_buffers.len(), 1);
 
-        acc.append("t", 0, 1, &record(b"second"), 6, || now);
+        acc.append("t", 0, 1, &record(b"second"), Some, || now)
+            .unwrap();
         assert!(acc.spare_buffers.is_empty());
         acc.seal("t", 0);
         let second = acc.topics[0].partitions[0].ready.pop_front().unwrap();
@@ -515,7 +538,8 @@ mod tests {
         let now = Instant::now();
         let value = [7u8; 50];
         for _ in 0..7 {
-            acc.append("t", 0, 2, &record(&value), 50, || now);
+            acc.append("t", 0, 2, &record(&value), Some, || now)
+                .unwrap();
         }
         acc.seal("t", 0);
         let queue = &acc.queues("t").unwrap().partitions[0];
@@ -540,13 +564,53 @@ mod tests {
         assert_eq!(acc.incomplete_batches(), queue.ready.len());
     }
 
+    /// A batch holds batch_size of buffer_memory from when it opens, and
+    /// records that join it take nothing; a record that needs a new batch
+    /// while the memory is not free changes nothing.
+    #[test]
+    fn each_batch_reserves_batch_size_once() {
+        let mut acc = Accumulator::new(ProducerIdentity::NONE, Compression::None, 200, 0);
+        let now = Instant::now();
+        let mut asked = Vec::new();
+        let mut take = |wanted| {
+            asked.push(wanted);
+            Some(wanted)
+        };
+        for _ in 0..3 {
+            acc.append("t", 0, 1, &record(b"abc"), &mut take, || now)
+                .unwrap();
+        }
+        let refused = acc.append("t", 1, 2, &record(b"abc"), |_| None, || now);
+        assert_eq!(refused.err(), Some(MemoryNeeded { bytes: 200 }));
+        assert!(acc.queues("t").unwrap().partitions[1].open.is_none());
+        let big = [0u8; 500];
+        acc.append("t", 0, 1, &record(&big), &mut take, || now)
+            .unwrap();
+        assert_eq!(
+            asked,
+            [200, 530],
+            "one reservation per batch, a larger record its own size"
+        );
+        let reserved: Vec<usize> = acc.queues("t").unwrap().partitions[0]
+            .ready
+            .iter()
+            .map(|b| b.reserved_bytes)
+            .collect();
+        assert_eq!(
+            reserved,
+            [200, 530],
+            "sealed batches carry their reservation"
+        );
+    }
+
     /// Keyless records stick to one partition until its batch is sealed.
     #[test]
     fn sticky_partition_changes_when_its_batch_seals() {
         let mut acc = Accumulator::new(ProducerIdentity::NONE, Compression::None, 1 << 20, 0);
         let first = acc.sticky_partition("t", 8);
         assert_eq!(acc.sticky_partition("t", 8), first);
-        acc.append("t", first, 8, &record(b"x"), 1, Instant::now);
+        acc.append("t", first, 8, &record(b"x"), Some, Instant::now)
+            .unwrap();
         assert_eq!(acc.sticky_partition("t", 8), first);
         acc.seal("t", first);
         let second = acc.sticky_partition("t", 8);
@@ -564,7 +628,8 @@ mod tests {
         );
         let now = Instant::now();
         for _ in 0..3 {
-            acc.append("t", 0, 1, &record(b"abc"), 3, || now);
+            acc.append("t", 0, 1, &record(b"abc"), Some, || now)
+                .unwrap();
         }
         acc.queues_mut("t").unwrap().partitions[0].ready.pop_front();
         acc.resequence(ProducerIdentity { id: 1, epoch: 1 });

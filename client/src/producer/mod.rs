@@ -108,8 +108,12 @@ pub struct ProducerConfig {
     /// `All` or `max_in_flight` exceeds 5; `Some(true)` with such settings
     /// is a configuration error.
     pub idempotence: Option<bool>,
-    /// Bytes of records the producer may hold unsent; `send` waits when
-    /// they are used up (default 32 MiB).
+    /// Memory for batches not yet acknowledged (default 32 MiB), as Kafka's
+    /// `buffer.memory`: each batch holds `batch_size` of it (or the size of
+    /// its one larger record) from when it opens until it completes, however
+    /// few records it gets; `send` waits while a new batch's share is not
+    /// free. Buffers of completed batches kept for reuse (at most a quarter
+    /// as much again) are not counted.
     pub buffer_memory: usize,
     /// Largest Produce request, and so the largest record (default 1 MiB).
     pub max_request_size: usize,
@@ -376,53 +380,90 @@ impl Producer {
             None => shared.client.topic(record.topic).await?,
         };
         let partitions = topic.partition_count();
-        let permit = shared
-            .buffer
-            .acquire_many(reserved as u32)
-            .await
-            .map_err(|_| Error::Closed("producer"))?;
         let timestamp = record.timestamp.unwrap_or_else(now_ms);
-        let appended = {
-            let mut acc = shared
-                .accumulator
-                .lock()
-                .map_err(|_| Error::Closed("producer"))?;
-            let partition = match record.partition {
-                Some(partition) => partition,
-                None => match shared.config.partitioner.partition(
-                    record.topic,
-                    record.key,
-                    record.value,
-                    partitions,
-                ) {
+        let parts = RecordParts {
+            timestamp,
+            key: record.key,
+            value: record.value,
+            headers: record.headers,
+            estimated_bytes: reserved,
+        };
+        // buffer_memory taken while waiting for a new batch's share and not
+        // yet handed to a batch; given back if this future is dropped.
+        let mut held: Option<tokio::sync::SemaphorePermit<'_>> = None;
+        let appended = loop {
+            let attempt = {
+                let mut acc = shared
+                    .accumulator
+                    .lock()
+                    .map_err(|_| Error::Closed("producer"))?;
+                let partition = match record.partition {
                     Some(partition) => partition,
-                    None => acc.sticky_partition(record.topic, partitions),
-                },
-            };
-            if !(0..partitions).contains(&partition) {
-                return Err(Error::UnknownPartition {
-                    topic: record.topic.to_string(),
+                    None => match shared.config.partitioner.partition(
+                        record.topic,
+                        record.key,
+                        record.value,
+                        partitions,
+                    ) {
+                        Some(partition) => partition,
+                        None => acc.sticky_partition(record.topic, partitions),
+                    },
+                };
+                if !(0..partitions).contains(&partition) {
+                    return Err(Error::UnknownPartition {
+                        topic: record.topic.to_string(),
+                        partition,
+                        partitions,
+                    });
+                }
+                let reserve = |wanted: usize| {
+                    // A batch never waits for more than all of buffer_memory.
+                    let wanted = wanted.min(shared.config.buffer_memory);
+                    let have = held.as_ref().map_or(0, |p| p.num_permits());
+                    if have < wanted {
+                        let missing = u32::try_from(wanted - have).ok()?;
+                        let more = shared.buffer.try_acquire_many(missing).ok()?;
+                        match &mut held {
+                            Some(permit) => permit.merge(more),
+                            None => held = Some(more),
+                        }
+                    }
+                    // Released when the batch completes.
+                    held.as_mut()?.split(wanted)?.forget();
+                    Some(wanted)
+                };
+                acc.append(
+                    record.topic,
                     partition,
                     partitions,
-                });
-            }
-            let parts = RecordParts {
-                timestamp,
-                key: record.key,
-                value: record.value,
-                headers: record.headers,
+                    &parts,
+                    reserve,
+                    Instant::now,
+                )
             };
-            acc.append(
-                record.topic,
-                partition,
-                partitions,
-                &parts,
-                reserved,
-                Instant::now,
-            )
+            match attempt {
+                Ok(appended) => break appended,
+                Err(needed) => {
+                    // Wait outside the lock, then try again: meanwhile
+                    // another send may have opened the batch.
+                    let wanted = needed.bytes.min(shared.config.buffer_memory);
+                    let have = held.as_ref().map_or(0, |p| p.num_permits());
+                    let missing = u32::try_from(wanted.saturating_sub(have))
+                        .map_err(|_| Error::Closed("producer"))?;
+                    let more = shared
+                        .buffer
+                        .acquire_many(missing)
+                        .await
+                        .map_err(|_| Error::Closed("producer"))?;
+                    match &mut held {
+                        Some(permit) => permit.merge(more),
+                        None => held = Some(more),
+                    }
+                }
+            }
         };
-        // Released when the batch completes.
-        permit.forget();
+        // What is still held (more than the batch took) goes back on drop.
+        drop(held);
         if appended.wake_sender {
             shared.wake.notify_one();
         }

@@ -124,6 +124,15 @@ fn iterate(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
+    // What a broker does on produce after the CRC: walk every record's
+    // structure, counting keyless records.
+    group.bench_function("validate_1000_records", |b| {
+        b.iter_batched(
+            || view.clone(),
+            |view| view.validate_records(),
+            BatchSize::SmallInput,
+        )
+    });
     group.finish();
 }
 

@@ -183,6 +183,41 @@ proptest! {
         }
     }
 
+    /// A record's shape (what validation walks) and the record itself agree
+    /// on every record and on the first error, for built batches and for
+    /// arbitrary record bytes behind a valid header.
+    #[test]
+    fn shapes_agree_with_records(
+        config in arb_config(),
+        records in prop::collection::vec(arb_record(), 1..8),
+        bytes in prop::collection::vec(any::<u8>(), 0..200),
+    ) {
+        let mut garbage = sample_batch()[..61].to_vec();
+        garbage.extend_from_slice(&bytes);
+        let total = garbage.len() as i32 - 12;
+        garbage[8..12].copy_from_slice(&total.to_be_bytes());
+        fix_crc(&mut garbage);
+        for batch in [build(config, &records), Bytes::from(garbage)] {
+            let Ok(view) = RecordBatchView::new(batch) else { continue };
+            let (Ok(full), Ok(mut shapes)) = (view.records(), view.records()) else { continue };
+            for record in full {
+                let shape = shapes.next_shape();
+                match (record, shape) {
+                    (Ok(record), Some(Ok(shape))) => {
+                        prop_assert_eq!(record.offset_delta, shape.offset_delta);
+                        prop_assert_eq!(record.timestamp_delta, shape.timestamp_delta);
+                        prop_assert_eq!(record.key.map(|k| k.len()), shape.key.map(|k| k.len()));
+                        prop_assert_eq!(record.value.map(|v| v.len()), shape.value.map(|v| v.len()));
+                        prop_assert_eq!(record.headers.len(), shape.header_count as usize);
+                    }
+                    (Err(a), Some(Err(b))) => prop_assert_eq!(a.to_string(), b.to_string()),
+                    (a, b) => prop_assert!(false, "record {:?} but shape {:?}", a, b),
+                }
+            }
+            prop_assert!(shapes.next_shape().is_none());
+        }
+    }
+
     /// Arbitrary bytes never panic the view, the validator or the iterators.
     #[test]
     fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..200)) {

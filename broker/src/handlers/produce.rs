@@ -278,41 +278,6 @@ fn decompressed_bytes_max(max_message_bytes: u32) -> usize {
         .max(64 << 20)
 }
 
-/// Decodes every record once (inflating a compressed block within `limit`):
-/// the CRC vouches for the bytes, not for their inner structure.
-/// Counts records without a key (refused on compacted topics).
-fn validate_records(
-    view: &RecordBatchView,
-    limit: usize,
-) -> Result<usize, skiff_protocol::DecodeError> {
-    let header = view.header();
-    let mut found = 0i32;
-    let mut keyless = 0usize;
-    for record in view.records_with_limit(limit)? {
-        let record = record?;
-        if record.key.is_none() {
-            keyless += 1;
-        }
-        if record.offset_delta < 0 || record.offset_delta > header.last_offset_delta {
-            return Err(skiff_protocol::DecodeError::Malformed {
-                what: "record",
-                reason: format!(
-                    "offset delta {} outside 0..={}",
-                    record.offset_delta, header.last_offset_delta
-                ),
-            });
-        }
-        found += 1;
-    }
-    if found != header.records_count {
-        return Err(skiff_protocol::DecodeError::RecordCountMismatch {
-            declared: header.records_count,
-            found,
-        });
-    }
-    Ok(keyless)
-}
-
 /// Checks that `records` is exactly one well-formed batch of at most
 /// `max_message_bytes`, whose records all have keys if `keys_required`.
 pub fn validate(
@@ -347,8 +312,10 @@ pub fn validate(
         ));
     }
     view.validate().map_err(corrupt)?;
-    let keyless =
-        validate_records(&view, decompressed_bytes_max(max_message_bytes)).map_err(corrupt)?;
+    let keyless = view
+        .validate_records_with_limit(decompressed_bytes_max(max_message_bytes))
+        .map_err(corrupt)?
+        .keyless;
     if keys_required && keyless > 0 {
         return Err((
             ErrorCode::InvalidRecord,

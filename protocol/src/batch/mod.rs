@@ -35,9 +35,10 @@ mod view;
 pub use attributes::{Attributes, Compression, TimestampType};
 pub use builder::{RecordBatchBuilder, RecordBatchBuilderConfig};
 pub use reader::BatchReader;
-pub use record::{Header, HeaderIter, Record, RecordIter};
+pub use record::{Header, HeaderIter, Record, RecordIter, RecordShape};
 pub use view::{
     set_base_offset, set_log_append_time, set_partition_leader_epoch, BatchHeader, RecordBatchView,
+    RecordsChecked,
 };
 
 /// Size of the fixed batch header that precedes the records.

@@ -15,6 +15,8 @@
 //! headers         [header_key_length varint, header_key, header_value_length varint, header_value]
 //! ```
 
+use std::ops::Range;
+
 use bytes::Bytes;
 
 use super::varint::{read_varint, read_varlong};
@@ -40,13 +42,16 @@ pub struct Header {
     pub value: Option<Bytes>,
 }
 
-/// Reads a length-prefixed byte string at `pos` of `buf`; -1 means null.
-fn read_nullable_bytes(
-    buf: &Bytes,
+/// Reads the length of a byte string at `pos` of `buf` and steps over the
+/// string, checking it ends by `end`; returns where it lies, `None` for
+/// null (-1). No `Bytes` is made: a slice costs an atomic increment and
+/// decrement, and validation needs only the bounds.
+fn read_nullable_range(
+    buf: &[u8],
     pos: &mut usize,
     end: usize,
     field: &'static str,
-) -> Result<Option<Bytes>> {
+) -> Result<Option<Range<usize>>> {
     let (length, read) = read_varint(&buf[..end], *pos)?;
     *pos += read;
     if length == -1 {
@@ -59,9 +64,35 @@ fn read_nullable_bytes(
             offset: *pos,
         });
     }
-    let slice = buf.slice(*pos..*pos + length as usize);
-    *pos += length as usize;
-    Ok(Some(slice))
+    let range = *pos..*pos + length as usize;
+    *pos = range.end;
+    Ok(Some(range))
+}
+
+/// Reads a length-prefixed byte string at `pos` of `buf`; -1 means null.
+fn read_nullable_bytes(
+    buf: &Bytes,
+    pos: &mut usize,
+    end: usize,
+    field: &'static str,
+) -> Result<Option<Bytes>> {
+    Ok(read_nullable_range(buf, pos, end, field)?.map(|range| buf.slice(range)))
+}
+
+/// Steps over `count` headers starting at `pos`, checking their structure
+/// (a header key is never null).
+fn skip_headers(buf: &[u8], pos: &mut usize, end: usize, count: i32) -> Result<()> {
+    for _ in 0..count {
+        if read_nullable_range(buf, pos, end, "header_key")?.is_none() {
+            return Err(DecodeError::InvalidLength {
+                field: "header_key",
+                length: -1,
+                offset: *pos,
+            });
+        }
+        read_nullable_range(buf, pos, end, "header_value")?;
+    }
+    Ok(())
 }
 
 /// Iterates a record's headers lazily; holds only a slice of the batch.
@@ -149,79 +180,40 @@ impl RecordIter {
     }
 
     fn next_record(&mut self) -> Result<Record> {
-        let (length, read) = read_varint(&self.buf, self.pos)?;
-        self.pos += read;
-        if length < 0 || length as usize > self.buf.len() - self.pos {
-            return Err(DecodeError::InvalidLength {
-                field: "record_length",
-                length: i64::from(length),
-                offset: self.pos,
-            });
-        }
-        let end = self.pos + length as usize;
-        let body = &self.buf[..end];
-        let attributes = *body.get(self.pos).ok_or(DecodeError::UnexpectedEof {
-            offset: self.pos,
-            need: 1,
-            have: 0,
-        })? as i8;
-        self.pos += 1;
-        let (timestamp_delta, read) = read_varlong(body, self.pos)?;
-        self.pos += read;
-        let (offset_delta, read) = read_varint(body, self.pos)?;
-        self.pos += read;
-        let key = read_nullable_bytes(&self.buf, &mut self.pos, end, "key")?;
-        let value = read_nullable_bytes(&self.buf, &mut self.pos, end, "value")?;
-        let (header_count, read) = read_varint(body, self.pos)?;
-        self.pos += read;
-        if header_count < 0 {
-            return Err(DecodeError::InvalidLength {
-                field: "header_count",
-                length: i64::from(header_count),
-                offset: self.pos,
-            });
-        }
-        let mut headers = HeaderIter {
-            buf: self.buf.slice(self.pos..end),
-            pos: 0,
-            remaining: header_count,
+        let shape = parse_record(&self.buf, &mut self.pos)?;
+        let headers = if shape.header_count == 0 {
+            HeaderIter::default()
+        } else {
+            HeaderIter {
+                buf: self.buf.slice(shape.headers),
+                pos: 0,
+                remaining: shape.header_count,
+            }
         };
-        // Walk the headers once so that a malformed record is reported here,
-        // at the record, and so that the record's length is proven exact.
-        let mut probe = headers.clone();
-        for header in probe.by_ref() {
-            header?;
-        }
-        if probe.pos != probe.buf.len() {
-            return Err(DecodeError::Malformed {
-                what: "record",
-                reason: format!(
-                    "{} unread bytes at the end of the record ending at byte {end}",
-                    probe.buf.len() - probe.pos
-                ),
-            });
-        }
-        headers.remaining = header_count;
-        self.pos = end;
         Ok(Record {
-            offset: self.base_offset.wrapping_add(i64::from(offset_delta)),
+            offset: self.base_offset.wrapping_add(i64::from(shape.offset_delta)),
             timestamp: self
                 .log_append_time
-                .unwrap_or(self.base_timestamp.wrapping_add(timestamp_delta)),
-            offset_delta,
-            timestamp_delta,
-            attributes,
-            key,
-            value,
+                .unwrap_or(self.base_timestamp.wrapping_add(shape.timestamp_delta)),
+            offset_delta: shape.offset_delta,
+            timestamp_delta: shape.timestamp_delta,
+            attributes: shape.attributes,
+            key: shape.key.map(|range| self.buf.slice(range)),
+            value: shape.value.map(|range| self.buf.slice(range)),
             headers,
         })
     }
-}
 
-impl Iterator for RecordIter {
-    type Item = Result<Record>;
+    /// The next record's shape, checked exactly as [`Iterator::next`] checks
+    /// a record but without slicing its parts out of the block: for callers
+    /// that only validate (a broker on produce).
+    pub fn next_shape(&mut self) -> Option<Result<RecordShape>> {
+        self.advance(|iter| parse_record(&iter.buf, &mut iter.pos))
+    }
 
-    fn next(&mut self) -> Option<Self::Item> {
+    /// Steps to the next record with `read`, keeping the count, the
+    /// end-of-block check and the stop after the first error in one place.
+    fn advance<T>(&mut self, read: impl FnOnce(&mut Self) -> Result<T>) -> Option<Result<T>> {
         if self.failed {
             return None;
         }
@@ -239,10 +231,89 @@ impl Iterator for RecordIter {
             return None;
         }
         self.remaining -= 1;
-        let record = self.next_record();
-        if record.is_err() {
+        let item = read(self);
+        if item.is_err() {
             self.failed = true;
         }
-        Some(record)
+        Some(item)
+    }
+}
+
+/// Where a record's parts lie in its records block: checked, not sliced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordShape {
+    pub attributes: i8,
+    pub timestamp_delta: i64,
+    pub offset_delta: i32,
+    pub key: Option<Range<usize>>,
+    pub value: Option<Range<usize>>,
+    /// The encoded headers (`header_count` of them).
+    pub headers: Range<usize>,
+    pub header_count: i32,
+}
+
+/// Parses the record at `pos` of a records block and steps past it. Every
+/// length is checked against the record's own, the headers are walked, and
+/// the record must end exactly where its length says.
+fn parse_record(buf: &[u8], pos: &mut usize) -> Result<RecordShape> {
+    let (length, read) = read_varint(buf, *pos)?;
+    *pos += read;
+    if length < 0 || length as usize > buf.len() - *pos {
+        return Err(DecodeError::InvalidLength {
+            field: "record_length",
+            length: i64::from(length),
+            offset: *pos,
+        });
+    }
+    let end = *pos + length as usize;
+    let body = &buf[..end];
+    let attributes = *body.get(*pos).ok_or(DecodeError::UnexpectedEof {
+        offset: *pos,
+        need: 1,
+        have: 0,
+    })? as i8;
+    *pos += 1;
+    let (timestamp_delta, read) = read_varlong(body, *pos)?;
+    *pos += read;
+    let (offset_delta, read) = read_varint(body, *pos)?;
+    *pos += read;
+    let key = read_nullable_range(buf, pos, end, "key")?;
+    let value = read_nullable_range(buf, pos, end, "value")?;
+    let (header_count, read) = read_varint(body, *pos)?;
+    *pos += read;
+    if header_count < 0 {
+        return Err(DecodeError::InvalidLength {
+            field: "header_count",
+            length: i64::from(header_count),
+            offset: *pos,
+        });
+    }
+    let headers_start = *pos;
+    skip_headers(buf, pos, end, header_count)?;
+    if *pos != end {
+        return Err(DecodeError::Malformed {
+            what: "record",
+            reason: format!(
+                "{} unread bytes at the end of the record ending at byte {end}",
+                end - *pos
+            ),
+        });
+    }
+    Ok(RecordShape {
+        attributes,
+        timestamp_delta,
+        offset_delta,
+        key,
+        value,
+        headers: headers_start..end,
+        header_count,
+    })
+}
+
+impl Iterator for RecordIter {
+    type Item = Result<Record>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.advance(Self::next_record)
     }
 }

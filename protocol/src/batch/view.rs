@@ -241,17 +241,33 @@ impl RecordBatchView {
     /// `last_offset_delta`. Brokers call this on produce for compressed
     /// batches, whose inner structure the CRC alone does not vouch for.
     pub fn validate_records(&self) -> Result<()> {
+        self.validate_records_with_limit(DECOMPRESSED_BYTES_MAX)
+            .map(drop)
+    }
+
+    /// [`validate_records`](Self::validate_records) inflating a compressed
+    /// block no further than `decompressed_bytes_max`; returns how many
+    /// records have no key. Walks record shapes: nothing is sliced out.
+    pub fn validate_records_with_limit(
+        &self,
+        decompressed_bytes_max: usize,
+    ) -> Result<RecordsChecked> {
         let mut found = 0i32;
-        for record in self.records()? {
-            let record = record?;
-            if record.offset_delta < 0 || record.offset_delta > self.header.last_offset_delta {
+        let mut keyless = 0usize;
+        let mut records = self.records_with_limit(decompressed_bytes_max)?;
+        while let Some(shape) = records.next_shape() {
+            let shape = shape?;
+            if shape.offset_delta < 0 || shape.offset_delta > self.header.last_offset_delta {
                 return Err(DecodeError::Malformed {
                     what: "record",
                     reason: format!(
                         "offset delta {} outside 0..={}",
-                        record.offset_delta, self.header.last_offset_delta
+                        shape.offset_delta, self.header.last_offset_delta
                     ),
                 });
+            }
+            if shape.key.is_none() {
+                keyless += 1;
             }
             found += 1;
         }
@@ -261,8 +277,15 @@ impl RecordBatchView {
                 found,
             });
         }
-        Ok(())
+        Ok(RecordsChecked { keyless })
     }
+}
+
+/// What validating a batch's records found out on the way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordsChecked {
+    /// Records without a key (refused on compacted topics).
+    pub keyless: usize,
 }
 
 /// Rewrites `base_offset` of the batch starting at `buf[0]` (not covered by the CRC).

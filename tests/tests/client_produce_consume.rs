@@ -726,3 +726,41 @@ async fn a_batch_corrupted_on_disk_stops_the_consumer_at_it() -> anyhow::Result<
     );
     Ok(())
 }
+
+/// A send that must wait for `buffer_memory` gets the open batches sent at
+/// once instead of after their linger (Kafka sends everything while its
+/// buffer pool is exhausted): with a 30 s linger and room for two 4 KiB
+/// batches, the sends for a third and fourth partition go through in
+/// seconds. (Before, the third send waited out the linger.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_for_buffer_memory_sends_open_batches_at_once() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let broker = Broker::start(skiffd_bin!(), dir.path())?;
+    let client = broker.client(Transport::Tcp).await?;
+    let topic = topic_name("memory-waits", Transport::Tcp);
+    create_topic(&client, &topic, 4).await?;
+    let config = ProducerConfig {
+        linger: Duration::from_secs(30),
+        batch_size: 4 * 1024,
+        buffer_memory: 8 * 1024,
+        delivery_timeout: Duration::from_secs(60),
+        ..quick_producer(Acks::All)
+    };
+    let producer = Producer::new(client.clone(), config).await?;
+    let sends = async {
+        let mut deliveries = Vec::new();
+        for partition in 0..4 {
+            let record = ProducerRecord::new(&topic, b"value").partition(partition);
+            deliveries.push(producer.send(record).await?);
+        }
+        anyhow::Ok(deliveries)
+    };
+    let deliveries = tokio::time::timeout(Duration::from_secs(10), sends)
+        .await
+        .context("sends waited for the linger")??;
+    producer.flush().await?;
+    for delivery in deliveries {
+        delivery.await?;
+    }
+    Ok(())
+}

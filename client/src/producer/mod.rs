@@ -252,6 +252,24 @@ impl<'a> ProducerRecord<'a> {
     }
 }
 
+/// Counts a send waiting for buffer memory, and wakes the sender so that
+/// it sends what is open; uncounted when dropped, also if the send is.
+struct MemoryWaiter<'a>(&'a Shared);
+
+impl<'a> MemoryWaiter<'a> {
+    fn new(shared: &'a Shared) -> Self {
+        shared.memory_waiters.fetch_add(1, Ordering::AcqRel);
+        shared.wake.notify_one();
+        MemoryWaiter(shared)
+    }
+}
+
+impl Drop for MemoryWaiter<'_> {
+    fn drop(&mut self) {
+        self.0.memory_waiters.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// State shared by the producer handle and its sender task.
 pub(crate) struct Shared {
     pub client: Client,
@@ -264,6 +282,10 @@ pub(crate) struct Shared {
     pub buffer: Semaphore,
     pub closing: AtomicBool,
     pub flushing: AtomicUsize,
+    /// Sends waiting for buffer_memory. While there are any, open batches
+    /// are sent without waiting for linger (as Kafka does when its buffer
+    /// pool is exhausted): only completed batches give memory back.
+    pub memory_waiters: AtomicUsize,
     pub failed_records: AtomicU64,
     /// Batches put back for another attempt, and epoch bumps (for tests and monitoring).
     pub retried_batches: AtomicU64,
@@ -319,6 +341,7 @@ impl Producer {
             done: Notify::new(),
             closing: AtomicBool::new(false),
             flushing: AtomicUsize::new(0),
+            memory_waiters: AtomicUsize::new(0),
             failed_records: AtomicU64::new(0),
             retried_batches: AtomicU64::new(0),
             epoch_bumps: AtomicU64::new(0),
@@ -450,11 +473,13 @@ impl Producer {
                     let have = held.as_ref().map_or(0, |p| p.num_permits());
                     let missing = u32::try_from(wanted.saturating_sub(have))
                         .map_err(|_| Error::Closed("producer"))?;
+                    let waiting = MemoryWaiter::new(shared);
                     let more = shared
                         .buffer
                         .acquire_many(missing)
                         .await
                         .map_err(|_| Error::Closed("producer"))?;
+                    drop(waiting);
                     match &mut held {
                         Some(permit) => permit.merge(more),
                         None => held = Some(more),

@@ -140,8 +140,9 @@ fn drain(shared: &Shared, state: &mut SenderState, now: Instant) -> Drained {
     let Ok(mut acc) = shared.accumulator.lock() else {
         return drained;
     };
-    let seal_all =
-        shared.flushing.load(Ordering::Acquire) > 0 || shared.closing.load(Ordering::Acquire);
+    let seal_all = shared.flushing.load(Ordering::Acquire) > 0
+        || shared.memory_waiters.load(Ordering::Acquire) > 0
+        || shared.closing.load(Ordering::Acquire);
     let idempotent = acc.identity.is_idempotent();
     let mut by_broker: HashMap<i32, (Vec<ProducerBatch>, usize)> = HashMap::new();
     let mut to_seal = Vec::new();

@@ -299,9 +299,10 @@ fn finish(shared: &Shared, acc: &mut Accumulator, batch: ProducerBatch, result: 
     if let Err(error) = &result {
         note_failure(shared, Some(error), batch.records);
     }
+    // Memory first: a caller woken by its delivery may send at once.
+    shared.buffer.add_permits(batch.reserved_bytes);
     batch.outcome.complete(result);
     acc.complete(batch.id);
-    shared.buffer.add_permits(batch.reserved_bytes);
     acc.recycle(batch.bytes);
     shared.done.notify_waiters();
 }

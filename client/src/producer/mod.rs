@@ -37,7 +37,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use skiff_protocol::api::messages::InitProducerIdRequest;
 use skiff_protocol::batch::Compression;
 use skiff_protocol::ErrorCode;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, Semaphore, SemaphorePermit};
 
 pub use batch::{DeliveryFuture, RecordMetadata};
 pub use partitioner::{DefaultPartitioner, Partitioner};
@@ -252,6 +252,14 @@ impl<'a> ProducerRecord<'a> {
     }
 }
 
+/// Adds `more` to the buffer memory a send holds.
+fn hold<'a>(held: &mut Option<SemaphorePermit<'a>>, more: SemaphorePermit<'a>) {
+    match held {
+        Some(permit) => permit.merge(more),
+        None => *held = Some(more),
+    }
+}
+
 /// Counts a send waiting for buffer memory, and wakes the sender so that
 /// it sends what is open; uncounted when dropped, also if the send is.
 struct MemoryWaiter<'a>(&'a Shared);
@@ -413,7 +421,7 @@ impl Producer {
         };
         // buffer_memory taken while waiting for a new batch's share and not
         // yet handed to a batch; given back if this future is dropped.
-        let mut held: Option<tokio::sync::SemaphorePermit<'_>> = None;
+        let mut held: Option<SemaphorePermit<'_>> = None;
         let appended = loop {
             let attempt = {
                 let mut acc = shared
@@ -446,10 +454,7 @@ impl Producer {
                     if have < wanted {
                         let missing = u32::try_from(wanted - have).ok()?;
                         let more = shared.buffer.try_acquire_many(missing).ok()?;
-                        match &mut held {
-                            Some(permit) => permit.merge(more),
-                            None => held = Some(more),
-                        }
+                        hold(&mut held, more);
                     }
                     // Released when the batch completes.
                     held.as_mut()?.split(wanted)?.forget();
@@ -480,10 +485,7 @@ impl Producer {
                         .await
                         .map_err(|_| Error::Closed("producer"))?;
                     drop(waiting);
-                    match &mut held {
-                        Some(permit) => permit.merge(more),
-                        None => held = Some(more),
-                    }
+                    hold(&mut held, more);
                 }
             }
         };

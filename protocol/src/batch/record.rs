@@ -69,28 +69,27 @@ fn read_nullable_range(
     Ok(Some(range))
 }
 
-/// Reads a length-prefixed byte string at `pos` of `buf`; -1 means null.
-fn read_nullable_bytes(
-    buf: &Bytes,
+/// Reads one header at `pos`: where its key and value lie (a header key is
+/// never null).
+fn read_header_ranges(
+    buf: &[u8],
     pos: &mut usize,
     end: usize,
-    field: &'static str,
-) -> Result<Option<Bytes>> {
-    Ok(read_nullable_range(buf, pos, end, field)?.map(|range| buf.slice(range)))
+) -> Result<(Range<usize>, Option<Range<usize>>)> {
+    let key =
+        read_nullable_range(buf, pos, end, "header_key")?.ok_or(DecodeError::InvalidLength {
+            field: "header_key",
+            length: -1,
+            offset: *pos,
+        })?;
+    let value = read_nullable_range(buf, pos, end, "header_value")?;
+    Ok((key, value))
 }
 
-/// Steps over `count` headers starting at `pos`, checking their structure
-/// (a header key is never null).
+/// Steps over `count` headers starting at `pos`, checking their structure.
 fn skip_headers(buf: &[u8], pos: &mut usize, end: usize, count: i32) -> Result<()> {
     for _ in 0..count {
-        if read_nullable_range(buf, pos, end, "header_key")?.is_none() {
-            return Err(DecodeError::InvalidLength {
-                field: "header_key",
-                length: -1,
-                offset: *pos,
-            });
-        }
-        read_nullable_range(buf, pos, end, "header_value")?;
+        read_header_ranges(buf, pos, end)?;
     }
     Ok(())
 }
@@ -114,16 +113,11 @@ impl HeaderIter {
     }
 
     fn next_header(&mut self) -> Result<Header> {
-        let end = self.buf.len();
-        let key = read_nullable_bytes(&self.buf, &mut self.pos, end, "header_key")?.ok_or(
-            DecodeError::InvalidLength {
-                field: "header_key",
-                length: -1,
-                offset: self.pos,
-            },
-        )?;
-        let value = read_nullable_bytes(&self.buf, &mut self.pos, end, "header_value")?;
-        Ok(Header { key, value })
+        let (key, value) = read_header_ranges(&self.buf, &mut self.pos, self.buf.len())?;
+        Ok(Header {
+            key: self.buf.slice(key),
+            value: value.map(|range| self.buf.slice(range)),
+        })
     }
 }
 

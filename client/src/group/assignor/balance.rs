@@ -116,7 +116,6 @@ impl Balancer<'_> {
         let mut reached_from: Vec<Option<(usize, &TopicPartition)>> = vec![None; loads.len()];
         let mut visited = vec![false; loads.len()];
         visited[donor] = true;
-        let mut reached = vec![donor];
         let mut level = vec![donor];
         while !level.is_empty() {
             let mut next_level = Vec::new();
@@ -147,11 +146,12 @@ impl Balancer<'_> {
                 }
                 return Some(chain);
             }
-            reached.extend_from_slice(&next_level);
             level = next_level;
         }
-        for member in reached {
-            exhausted[member] = true;
+        for (member, seen) in visited.iter().enumerate() {
+            if *seen {
+                exhausted[member] = true;
+            }
         }
         None
     }

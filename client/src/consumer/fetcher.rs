@@ -100,6 +100,7 @@ pub(crate) fn decode_records(
         },
     };
     let total = records.len();
+    out.reserve(declared_records(&records));
     let mut reader = BatchReader::new(records);
     for batch in reader.by_ref() {
         let batch = batch.map_err(|source| stop(next, source))?;
@@ -158,6 +159,24 @@ pub(crate) fn decode_records(
     Ok(next)
 }
 
+/// The smallest encoded record: length, attributes, timestamp and offset
+/// deltas, null key, empty value, no headers (one byte each).
+const RECORD_BYTES_MIN: usize = 7;
+
+/// How many records the whole batches of a record set declare, for one
+/// allocation up front: pushing record by record reallocated and copied the
+/// growing list about log2(n) times. A count a batch's bytes could not hold
+/// is cut down to what they could, so a forged header reserves little.
+fn declared_records(records: &Bytes) -> usize {
+    BatchReader::new(records.clone())
+        .map_while(|batch| batch.ok())
+        .map(|batch| {
+            let header = batch.header();
+            (header.records_count.max(0) as usize).min(header.total_bytes() / RECORD_BYTES_MIN)
+        })
+        .sum()
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -202,6 +221,27 @@ mod tests {
             vec![(11, &b"b"[..]), (12, b"c"), (13, b"d"), (14, b"e")]
         );
         assert_eq!(out[0].timestamp, 1001);
+    }
+
+    /// The up-front reservation counts whole batches only and cannot be
+    /// inflated by a forged record count.
+    #[test]
+    fn declared_records_are_bounded_by_the_bytes() {
+        let first = batch(0, &[b"a", b"b", b"c"], Compression::None);
+        let mut forged = batch(3, &[b"d"], Compression::None).to_vec();
+        forged[57..61].copy_from_slice(&i32::MAX.to_be_bytes());
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&first);
+        assert_eq!(declared_records(&buf.clone().freeze()), 3);
+        buf.extend_from_slice(&forged);
+        let bound = forged.len() / RECORD_BYTES_MIN;
+        assert_eq!(declared_records(&buf.clone().freeze()), 3 + bound);
+        buf.extend_from_slice(&first[..20]);
+        assert_eq!(
+            declared_records(&buf.freeze()),
+            3 + bound,
+            "a partial tail adds nothing"
+        );
     }
 
     /// A corrupted batch is an error, not garbage records.

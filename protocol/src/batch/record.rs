@@ -46,6 +46,7 @@ pub struct Header {
 /// string, checking it ends by `end`; returns where it lies, `None` for
 /// null (-1). No `Bytes` is made: a slice costs an atomic increment and
 /// decrement, and validation needs only the bounds.
+#[inline(always)]
 fn read_nullable_range(
     buf: &[u8],
     pos: &mut usize,
@@ -71,6 +72,7 @@ fn read_nullable_range(
 
 /// Reads one header at `pos`: where its key and value lie (a header key is
 /// never null).
+#[inline(always)]
 fn read_header_ranges(
     buf: &[u8],
     pos: &mut usize,
@@ -87,6 +89,7 @@ fn read_header_ranges(
 }
 
 /// Steps over `count` headers starting at `pos`, checking their structure.
+#[inline(always)]
 fn skip_headers(buf: &[u8], pos: &mut usize, end: usize, count: i32) -> Result<()> {
     for _ in 0..count {
         read_header_ranges(buf, pos, end)?;
@@ -249,6 +252,7 @@ pub struct RecordShape {
 /// Parses the record at `pos` of a records block and steps past it. Every
 /// length is checked against the record's own, the headers are walked, and
 /// the record must end exactly where its length says.
+#[inline(always)]
 fn parse_record(buf: &[u8], pos: &mut usize) -> Result<RecordShape> {
     let (length, read) = read_varint(buf, *pos)?;
     *pos += read;

@@ -10,7 +10,7 @@ pub const VARINT_BYTES_MAX: usize = 5;
 pub const VARLONG_BYTES_MAX: usize = 10;
 
 /// Reads an unsigned LEB128 value of at most `max_bytes` bytes at `buf[pos..]`.
-#[inline]
+#[inline(always)]
 fn read_unsigned(buf: &[u8], pos: usize, max_bytes: usize) -> Result<(u64, usize)> {
     let mut value: u64 = 0;
     let mut shift = 0u32;
@@ -35,7 +35,7 @@ fn read_unsigned(buf: &[u8], pos: usize, max_bytes: usize) -> Result<(u64, usize
 }
 
 /// Reads a zig-zag encoded i32 at `buf[pos..]`; returns (value, bytes read).
-#[inline]
+#[inline(always)]
 pub fn read_varint(buf: &[u8], pos: usize) -> Result<(i32, usize)> {
     let (raw, len) = read_unsigned(buf, pos, VARINT_BYTES_MAX)?;
     if raw > u64::from(u32::MAX) {
@@ -49,7 +49,7 @@ pub fn read_varint(buf: &[u8], pos: usize) -> Result<(i32, usize)> {
 }
 
 /// Reads a zig-zag encoded i64 at `buf[pos..]`; returns (value, bytes read).
-#[inline]
+#[inline(always)]
 pub fn read_varlong(buf: &[u8], pos: usize) -> Result<(i64, usize)> {
     let (raw, len) = read_unsigned(buf, pos, VARLONG_BYTES_MAX)?;
     Ok((((raw >> 1) as i64) ^ -((raw & 1) as i64), len))

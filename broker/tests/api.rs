@@ -266,15 +266,8 @@ fn pipelined_responses_keep_request_order() -> Result<()> {
     let mut ids = Vec::new();
     for i in 0..200 {
         let value = format!("burst-{i}");
-        let mut data = messages::produce_request::PartitionProduceData::default();
-        data.records = Some(batch(&[value.as_bytes()], -1, -1, -1));
-        let mut topic = messages::produce_request::TopicProduceData::default();
-        topic.name = TopicName(StrBytes::from_string("order".to_string()));
-        topic.partition_data = vec![data];
-        let mut request = messages::ProduceRequest::default();
-        request.acks = 1;
-        request.timeout_ms = 10_000;
-        request.topic_data = vec![topic];
+        let request =
+            Client::produce_request("order", 0, batch(&[value.as_bytes()], -1, -1, -1), 1);
         ids.push(client.send(ApiKey::Produce, 9, &RequestKind::Produce(request))?);
     }
     for (i, id) in ids.into_iter().enumerate() {

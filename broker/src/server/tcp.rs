@@ -1,34 +1,39 @@
-//! The TCP listener and the per-connection read/dispatch/write loop.
+//! The TCP listener and the per-connection loop.
 //!
 //! Kafka clients pipeline requests on one connection and expect them applied
-//! and answered in request order. The reader half takes whole frames off the
-//! socket and runs each request's side effects (appends, topic changes) at
-//! once, in arrival order; what remains to wait for (a produce's durability,
-//! a fetch's long poll) runs as its own task, so a long poll does not hold
-//! up the requests behind it. The writer half takes the responses in
-//! request order and writes them with vectored writes (fetch responses are
-//! mostly mmap slices).
+//! and answered in request order. One task per connection takes whole
+//! frames off the socket, runs each request's side effects (appends, topic
+//! changes) at once, in arrival order, polls what remains to wait for (a
+//! produce's durability, a fetch's long poll) itself, and writes the
+//! responses in request order with vectored writes (fetch responses are
+//! mostly mmap slices); responses complete together go out in one write.
+//!
+//! One task, not a reader, a writer and a task per waiting request: each
+//! hand-off between tasks is a wakeup, often of the other worker thread,
+//! and with the small batches of a latency-bound producer those wakeups
+//! were most of the broker's work.
 //!
 //! Limits: a frame's size prefix is checked against `frame_bytes_max`
 //! before its bytes are buffered (oversized → log line naming the peer and
 //! size, connection closed); request bytes and request count in flight are
-//! bounded (the reader stops reading until responses drain); a connection
-//! with no request in flight and nothing read or written for
+//! bounded (the connection stops reading until responses are written); a
+//! connection with no request in flight and nothing read or written for
 //! `idle_timeout_ms` is closed.
 
+use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
+use futures::future::{BoxFuture, Either, Ready};
+use futures::stream::{FuturesOrdered, StreamExt};
 use skiff_protocol::frame;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
-use tokio::task::JoinHandle;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::dispatch::{dispatch, Dispatched, Outcome};
@@ -38,50 +43,6 @@ use crate::broker::Broker;
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 /// Slices handed to one `write_vectored` call.
 const IO_SLICES_MAX: usize = 64;
-
-/// A response slot: ready, or being produced by a spawned task.
-enum Slot {
-    Ready(Outcome),
-    Running(JoinHandle<Outcome>),
-}
-
-impl Slot {
-    fn is_finished(&self) -> bool {
-        match self {
-            Slot::Ready(_) => true,
-            Slot::Running(handle) => handle.is_finished(),
-        }
-    }
-
-    async fn outcome(self) -> Outcome {
-        match self {
-            Slot::Ready(outcome) => outcome,
-            Slot::Running(handle) => match handle.await {
-                Ok(outcome) => outcome,
-                Err(error) => Outcome::Close(format!("request task failed: {error}")),
-            },
-        }
-    }
-}
-
-/// Polls a request's remaining work once here and spawns it only if it
-/// must wait. Most of it finishes at once (a produce whose flush policy is
-/// not `sync`, a fetch with data), and a task spawned per request may wake
-/// another worker thread to run it.
-fn start(mut future: futures::future::BoxFuture<'static, Outcome>) -> Slot {
-    let mut context = std::task::Context::from_waker(std::task::Waker::noop());
-    match future.as_mut().poll(&mut context) {
-        std::task::Poll::Ready(outcome) => Slot::Ready(outcome),
-        // The noop waker is never woken; the task polls again with its own.
-        std::task::Poll::Pending => Slot::Running(tokio::spawn(future)),
-    }
-}
-
-struct Pending {
-    response: Slot,
-    /// Released once the response is written.
-    permit: OwnedSemaphorePermit,
-}
 
 /// Accepts connections until shutdown; each connection holds a clone of
 /// `alive` so that the caller can wait for all of them to finish.
@@ -116,216 +77,284 @@ pub async fn accept_loop(
         let shutdown = shutdown.clone();
         let alive = alive.clone();
         tokio::spawn(async move {
-            serve_connection(broker, stream, peer, shutdown).await;
+            Connection::new(broker, stream, peer).serve(shutdown).await;
             drop(counted);
             drop(alive);
         });
     }
 }
 
-async fn serve_connection(
+/// A response still being worked on, or one already complete that waits
+/// behind an earlier one (kept without a box).
+type Response = Either<Ready<Outcome>, BoxFuture<'static, Outcome>>;
+
+/// Why the connection takes no more requests.
+enum Stop {
+    /// Peer closed, read failed, bad frame, idle or broker shutdown: answer
+    /// the requests taken, then close.
+    Drain,
+    /// A request's outcome was to close: answer the requests before it,
+    /// drop those after it, then close.
+    Close(String),
+}
+
+struct Connection {
     broker: Arc<Broker>,
     stream: TcpStream,
     peer: SocketAddr,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let _ = stream.set_nodelay(true);
-    let (mut reader, writer) = stream.into_split();
-    let config = &broker.config;
-    let frame_bytes_max = config.frame_bytes_max;
-    let inflight_bytes_max = config.connection_inflight_bytes_max;
-    let inflight = Arc::new(Semaphore::new(inflight_bytes_max));
-    let (queue, responses) = mpsc::channel::<Pending>(config.connection_inflight_requests_max);
-    // Idle means: nothing read and nothing written for `idle_timeout_ms`.
-    let epoch = Instant::now();
-    let mut last_read = epoch;
-    let last_write_ms = Arc::new(AtomicU64::new(0));
-    let writer_task = tokio::spawn(write_responses(
-        writer,
-        responses,
-        peer,
-        WriteClock {
-            epoch,
-            last_write_ms: Arc::clone(&last_write_ms),
-        },
-    ));
-    let idle_timeout = Duration::from_millis(config.idle_timeout_ms.max(1));
-    let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
-    // Budget held for the frame being received, taken as soon as its size
-    // prefix is read: a size prefix alone never makes the broker buffer more
-    // than the connection's in-flight budget.
-    let mut reserved: Option<OwnedSemaphorePermit> = None;
-    'connection: loop {
+    /// Bytes read and not yet taken as frames.
+    buf: BytesMut,
+    /// Budget held by the requests whose responses are not yet written, and
+    /// by the frame being received (taken as soon as its size prefix is
+    /// read, so a size prefix alone never makes the broker buffer more than
+    /// the connection's in-flight budget).
+    inflight_bytes: usize,
+    /// The part of `inflight_bytes` held by the frame being received.
+    receiving_bytes: usize,
+    /// Responses not complete yet, in request order, and their budgets.
+    pending: FuturesOrdered<Response>,
+    pending_bytes: VecDeque<usize>,
+    /// Response bytes to write; per response, the count of chunks queued up
+    /// to its end and its budget, released once those chunks are written.
+    out: VecDeque<Bytes>,
+    out_marks: VecDeque<(u64, usize)>,
+    chunks_queued: u64,
+    chunks_written: u64,
+    stop: Option<Stop>,
+    last_read: Instant,
+    last_write: Instant,
+}
+
+impl Connection {
+    fn new(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) -> Connection {
+        let _ = stream.set_nodelay(true);
+        let now = Instant::now();
+        Connection {
+            broker,
+            stream,
+            peer,
+            buf: BytesMut::with_capacity(READ_CHUNK_BYTES),
+            inflight_bytes: 0,
+            receiving_bytes: 0,
+            pending: FuturesOrdered::new(),
+            pending_bytes: VecDeque::new(),
+            out: VecDeque::new(),
+            out_marks: VecDeque::new(),
+            chunks_queued: 0,
+            chunks_written: 0,
+            stop: None,
+            last_read: now,
+            last_write: now,
+        }
+    }
+
+    async fn serve(mut self, mut shutdown: watch::Receiver<bool>) {
+        let idle_timeout = Duration::from_millis(self.broker.config.idle_timeout_ms.max(1));
+        // Moved only when it fires: resetting a timer on every read would
+        // cost more than one look at the clocks per timeout.
+        let idle = tokio::time::sleep(idle_timeout);
+        tokio::pin!(idle);
         loop {
-            let size = match frame::peek_frame_size(&buf, frame_bytes_max) {
+            let budget_full = self.stop.is_none() && !self.take_frames();
+            let held_bytes = self.inflight_bytes;
+            // Responses complete by now go out in the same write.
+            std::future::poll_fn(|cx| {
+                while let Poll::Ready(Some(outcome)) = self.pending.poll_next_unpin(cx) {
+                    self.complete(outcome);
+                }
+                Poll::Ready(())
+            })
+            .await;
+            if let Err(error) = self.write_out() {
+                tracing::debug!(peer = %self.peer, %error, "write failed");
+                return;
+            }
+            if self.stop.is_some() && self.pending.is_empty() && self.out.is_empty() {
+                break;
+            }
+            if budget_full && self.inflight_bytes < held_bytes {
+                continue; // budget came back: the next frame may fit now
+            }
+            let read = self.stop.is_none() && !budget_full;
+            let interest = match (read, self.out.is_empty()) {
+                (true, true) => Some(Interest::READABLE),
+                (true, false) => Some(Interest::READABLE | Interest::WRITABLE),
+                (false, false) => Some(Interest::WRITABLE),
+                (false, true) => None,
+            };
+            let stream = &self.stream;
+            let pending = &mut self.pending;
+            tokio::select! {
+                biased;
+                Some(outcome) = pending.next(), if !pending.is_empty() => self.complete(outcome),
+                ready = stream.ready(interest.unwrap_or(Interest::READABLE)), if interest.is_some() => {
+                    match ready {
+                        Ok(ready) if read && (ready.is_readable() || ready.is_read_closed()) => self.read(),
+                        // Writable: the next turn writes.
+                        Ok(_) => {}
+                        Err(error) => {
+                            tracing::debug!(peer = %self.peer, %error, "socket failed");
+                            return;
+                        }
+                    }
+                }
+                () = &mut idle, if self.stop.is_none() => {
+                    let now = Instant::now();
+                    let deadline = self.last_read.max(self.last_write) + idle_timeout;
+                    // Requests being handled (not a frame stalled half-way in).
+                    let busy = self.inflight_bytes > self.receiving_bytes;
+                    if deadline > now {
+                        idle.as_mut().reset(deadline);
+                    } else if busy {
+                        // A long poll in flight is activity too.
+                        idle.as_mut().reset(now + idle_timeout);
+                    } else {
+                        tracing::debug!(peer = %self.peer, "closing idle connection");
+                        self.stop = Some(Stop::Drain);
+                    }
+                }
+                _ = shutdown.changed(), if self.stop.is_none() => self.stop = Some(Stop::Drain),
+            }
+        }
+        if let Some(Stop::Close(reason)) = &self.stop {
+            tracing::warn!(peer = %self.peer, %reason, "closing connection");
+        }
+        let _ = self.stream.shutdown().await;
+    }
+
+    /// Reads what the socket has (the caller saw it readable).
+    fn read(&mut self) {
+        if self.buf.capacity() - self.buf.len() < 1024 {
+            self.buf.reserve(READ_CHUNK_BYTES);
+        }
+        match self.stream.try_read_buf(&mut self.buf) {
+            Ok(0) => self.stop = Some(Stop::Drain),
+            Ok(_) => self.last_read = Instant::now(),
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(error) => {
+                tracing::debug!(peer = %self.peer, %error, "read failed");
+                self.stop = Some(Stop::Drain);
+            }
+        }
+    }
+
+    /// Takes the whole frames in the buffer and runs their requests, in
+    /// order. Returns false when the in-flight budget stops it: then nothing
+    /// is read until responses are written.
+    fn take_frames(&mut self) -> bool {
+        let frame_bytes_max = self.broker.config.frame_bytes_max;
+        let inflight_bytes_max = self.broker.config.connection_inflight_bytes_max;
+        let inflight_requests_max = self.broker.config.connection_inflight_requests_max;
+        while self.stop.is_none() {
+            let size = match frame::peek_frame_size(&self.buf, frame_bytes_max) {
                 Ok(Some(size)) => size,
-                Ok(None) => break,
+                Ok(None) => return true,
                 Err(error) => {
-                    tracing::warn!(%peer, %error, "closing connection: bad frame size");
-                    broker.metrics.frame_rejected();
-                    break 'connection;
+                    tracing::warn!(peer = %self.peer, %error, "closing connection: bad frame size");
+                    self.broker.metrics.frame_rejected();
+                    self.stop = Some(Stop::Drain);
+                    return true;
                 }
             };
-            let permit = match reserved.take() {
-                Some(permit) => permit,
+            if self.receiving_bytes == 0 {
                 // A frame larger than the whole budget takes all of it.
-                None => match Arc::clone(&inflight)
-                    .acquire_many_owned(size.clamp(1, inflight_bytes_max) as u32)
-                    .await
+                let cost = size.clamp(1, inflight_bytes_max);
+                let requests = self.pending_bytes.len() + self.out_marks.len();
+                if self.inflight_bytes + cost > inflight_bytes_max
+                    || requests >= inflight_requests_max
                 {
-                    Ok(permit) => permit,
-                    Err(_) => break 'connection,
-                },
-            };
+                    return false;
+                }
+                self.inflight_bytes += cost;
+                self.receiving_bytes = cost;
+            }
             let total = frame::FRAME_SIZE_PREFIX_BYTES + size;
-            if buf.len() < total {
-                buf.reserve(total - buf.len());
-                reserved = Some(permit);
-                break;
+            if self.buf.len() < total {
+                self.buf.reserve(total - self.buf.len());
+                return true;
             }
-            buf.advance(frame::FRAME_SIZE_PREFIX_BYTES);
-            let request = buf.split_to(size).freeze();
-            // Side effects run here, in arrival order; only waits run apart.
-            let response = match dispatch(&broker, request, peer.ip()) {
-                Dispatched::Ready(outcome) => Slot::Ready(outcome),
-                Dispatched::Later(future) => start(future),
-            };
-            if queue.send(Pending { response, permit }).await.is_err() {
-                break 'connection; // the writer stopped: the connection is closing
+            self.buf.advance(frame::FRAME_SIZE_PREFIX_BYTES);
+            let request = self.buf.split_to(size).freeze();
+            self.pending_bytes
+                .push_back(std::mem::take(&mut self.receiving_bytes));
+            // Side effects run here, in arrival order; only waits are left for later.
+            match dispatch(&self.broker, request, self.peer.ip()) {
+                Dispatched::Ready(outcome) if self.pending.is_empty() => self.complete(outcome),
+                Dispatched::Ready(outcome) => self
+                    .pending
+                    .push_back(Either::Left(futures::future::ready(outcome))),
+                Dispatched::Later(future) => self.pending.push_back(Either::Right(future)),
             }
         }
-        if buf.capacity() - buf.len() < 1024 {
-            buf.reserve(READ_CHUNK_BYTES);
-        }
-        let last_write = epoch + Duration::from_millis(last_write_ms.load(Ordering::Relaxed));
-        let idle_deadline = last_read.max(last_write) + idle_timeout;
-        tokio::select! {
-            read = reader.read_buf(&mut buf) => match read {
-                Ok(0) => break,
-                Ok(_) => last_read = Instant::now(),
-                Err(error) => {
-                    tracing::debug!(%peer, %error, "read failed");
-                    break;
-                }
-            },
-            _ = tokio::time::sleep_until(idle_deadline) => {
-                let last_write = epoch + Duration::from_millis(last_write_ms.load(Ordering::Relaxed));
-                // Requests being handled (not a frame stalled half-way in).
-                let receiving = reserved.as_ref().map_or(0, OwnedSemaphorePermit::num_permits);
-                let busy = inflight.available_permits() + receiving < inflight_bytes_max;
-                if busy {
-                    // A long poll in flight is activity too.
-                    last_read = Instant::now();
-                } else if last_write + idle_timeout <= Instant::now() {
-                    tracing::debug!(%peer, "closing idle connection");
-                    break;
-                }
-            },
-            _ = queue.closed() => break,
-            _ = shutdown.changed() => break,
-        }
+        true
     }
-    // The writer sends every queued response, then closes the socket.
-    drop(queue);
-    let _ = writer_task.await;
-}
 
-/// Writes responses in request order. Responses that are already complete
-/// when one is written go out in the same vectored write, so a pipelining
-/// client costs one syscall per burst rather than one per request.
-/// Where the writer records when it last wrote, for the idle timeout.
-struct WriteClock {
-    epoch: Instant,
-    last_write_ms: Arc<AtomicU64>,
-}
-
-async fn write_responses(
-    mut writer: OwnedWriteHalf,
-    mut responses: mpsc::Receiver<Pending>,
-    peer: SocketAddr,
-    clock: WriteClock,
-) {
-    let mut waiting: Option<Pending> = None;
-    loop {
-        let first = match waiting.take() {
-            Some(pending) => pending,
-            None => match responses.recv().await {
-                Some(pending) => pending,
-                None => break,
-            },
+    /// Queues the next response in request order for writing.
+    fn complete(&mut self, outcome: Outcome) {
+        let Some(cost) = self.pending_bytes.pop_front() else {
+            unreachable!("every pending response holds a budget");
         };
-        let mut chunks: Vec<Bytes> = Vec::new();
-        let mut permits = Vec::new();
-        let mut close = None;
-        let mut current = Some(first);
-        while let Some(pending) = current.take() {
-            let outcome = pending.response.outcome().await;
-            permits.push(pending.permit);
-            match outcome {
-                Outcome::Respond(frame) => chunks.extend(frame.chunks),
-                Outcome::Silent => {}
-                Outcome::Close(reason) => {
-                    close = Some(reason);
+        match outcome {
+            Outcome::Respond(frame) => {
+                for chunk in frame.chunks {
+                    // An empty slice would make a write of only empty slices
+                    // return 0, which reads as a closed socket.
+                    if !chunk.is_empty() {
+                        self.out.push_back(chunk);
+                        self.chunks_queued += 1;
+                    }
+                }
+            }
+            Outcome::Silent => {}
+            Outcome::Close(reason) => {
+                // The requests after this one are dropped unanswered.
+                self.pending = FuturesOrdered::new();
+                let dropped: usize = self.pending_bytes.drain(..).sum();
+                self.inflight_bytes -= dropped + std::mem::take(&mut self.receiving_bytes);
+                self.stop = Some(Stop::Close(reason));
+            }
+        }
+        self.out_marks.push_back((self.chunks_queued, cost));
+        self.release_written();
+    }
+
+    /// Writes queued responses until the socket would block.
+    fn write_out(&mut self) -> std::io::Result<()> {
+        while !self.out.is_empty() {
+            let mut slices = [IoSlice::new(&[]); IO_SLICES_MAX];
+            let count = self.out.len().min(IO_SLICES_MAX);
+            for (slice, chunk) in slices.iter_mut().zip(&self.out) {
+                *slice = IoSlice::new(chunk);
+            }
+            let mut written = match self.stream.try_write_vectored(&slices[..count]) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(written) => written,
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+                Err(error) => return Err(error),
+            };
+            self.last_write = Instant::now();
+            while let Some(chunk) = self.out.front_mut() {
+                if written < chunk.len() {
+                    chunk.advance(written);
                     break;
                 }
-            }
-            if chunks.len() >= IO_SLICES_MAX {
-                break;
-            }
-            if let Ok(next) = responses.try_recv() {
-                if next.response.is_finished() {
-                    current = Some(next);
-                } else {
-                    waiting = Some(next);
-                }
-            }
-        }
-        if !chunks.is_empty() {
-            if let Err(error) = write_chunks(&mut writer, chunks).await {
-                tracing::debug!(%peer, %error, "write failed");
-                break;
-            }
-            let since_epoch_ms = clock.epoch.elapsed().as_millis().min(u128::from(u64::MAX)) as u64;
-            clock.last_write_ms.store(since_epoch_ms, Ordering::Relaxed);
-        }
-        drop(permits);
-        if let Some(reason) = close {
-            tracing::warn!(%peer, %reason, "closing connection");
-            break;
-        }
-    }
-    let _ = writer.shutdown().await;
-}
-
-/// Writes every chunk with as few `write_vectored` calls as the socket allows.
-pub async fn write_chunks<W: AsyncWriteExt + Unpin>(
-    writer: &mut W,
-    mut chunks: Vec<Bytes>,
-) -> std::io::Result<()> {
-    let mut first = 0;
-    while first < chunks.len() {
-        let slices: Vec<IoSlice<'_>> = chunks[first..]
-            .iter()
-            .take(IO_SLICES_MAX)
-            .map(|c| IoSlice::new(c))
-            .collect();
-        let mut written = writer.write_vectored(&slices).await?;
-        if written == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        while written > 0 && first < chunks.len() {
-            let chunk = &mut chunks[first];
-            if written >= chunk.len() {
                 written -= chunk.len();
-                first += 1;
-            } else {
-                chunk.advance(written);
-                written = 0;
+                self.out.pop_front();
+                self.chunks_written += 1;
             }
+            self.release_written();
         }
-        while first < chunks.len() && chunks[first].is_empty() {
-            first += 1;
+        Ok(())
+    }
+
+    /// Returns the budget of the responses written in full.
+    fn release_written(&mut self) {
+        while let Some(&(end, cost)) = self.out_marks.front() {
+            if end > self.chunks_written {
+                break;
+            }
+            self.inflight_bytes -= cost;
+            self.out_marks.pop_front();
         }
     }
-    Ok(())
 }

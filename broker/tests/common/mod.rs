@@ -271,6 +271,20 @@ impl Client {
         records: Bytes,
         acks: i16,
     ) -> Result<messages::ProduceResponse> {
+        let request = Client::produce_request(topic, partition, records, acks);
+        match self.call(ApiKey::Produce, 9, RequestKind::Produce(request))? {
+            ResponseKind::Produce(r) => Ok(r),
+            other => bail!("unexpected {other:?}"),
+        }
+    }
+
+    /// A produce of `records` to one partition.
+    pub fn produce_request(
+        topic: &str,
+        partition: i32,
+        records: Bytes,
+        acks: i16,
+    ) -> messages::ProduceRequest {
         let mut data = messages::produce_request::PartitionProduceData::default();
         data.index = partition;
         data.records = Some(records);
@@ -281,10 +295,7 @@ impl Client {
         request.acks = acks;
         request.timeout_ms = 10_000;
         request.topic_data = vec![topic_data];
-        match self.call(ApiKey::Produce, 9, RequestKind::Produce(request))? {
-            ResponseKind::Produce(r) => Ok(r),
-            other => bail!("unexpected {other:?}"),
-        }
+        request
     }
 
     pub fn fetch_request(

@@ -58,7 +58,7 @@ impl PartitionLog {
 }
 
 impl Shared {
-    /// Syncs rolled segments (with their index files and a new recovery
+    /// Trims and syncs rolled segments (with their index files and a new recovery
     /// checkpoint) and the active segment. A failure poisons the partition.
     pub fn flush(&self) -> Result<i64> {
         self.check_writable_or_closed()?;
@@ -104,6 +104,7 @@ impl Shared {
             ));
         }
         for segment in pending {
+            segment.truncate_to_size()?;
             segment.write_index_files()?;
             segment.sync(true)?;
         }

@@ -63,7 +63,7 @@ pub(crate) struct Shared {
     pub(super) durable_end: AtomicI64,
     pub(super) sync_gate: tokio::sync::Mutex<()>,
     pub(super) flush_lock: Mutex<()>,
-    /// Rolled segments whose index files and final fdatasync are still due.
+    /// Rolled segments whose trim, index files and final fdatasync are still due.
     pub(super) pending_closed: Mutex<Vec<Arc<Segment>>>,
     pub(super) poisoned: AtomicBool,
     pub(super) closed: AtomicBool,
@@ -439,10 +439,11 @@ impl Shared {
             PREALLOCATE_CHUNK_BYTES.max(append_bytes),
             now_ms,
         )?);
-        if let Err(error) = writer.active.close() {
-            let _ = fresh.delete_files();
-            return Err(error);
-        }
+        // The old file keeps its preallocated tail until the next flush
+        // trims it: a truncate frees blocks, which can wait on the disk
+        // (block bitmaps, discards) for tens of milliseconds, and this runs
+        // with the partition's appends held.
+        writer.active.mark_closed();
         lock(&self.pending_closed).push(writer.active.clone());
         self.segments
             .write()

@@ -257,6 +257,14 @@ async fn periodic_flush_policy() {
     assert_eq!(log.flush_count(), before);
     manager.background_pass(1_000, false);
     assert_eq!(log.flush_count(), before + 1);
+    // A roll makes the next pass trim and sync the rolled segment, due or not.
+    let segments = log.segment_base_offsets().len();
+    while log.segment_base_offsets().len() == segments {
+        log.append(&batch(1, 500, 0, 0)).unwrap();
+    }
+    manager.background_pass(1_100, false);
+    assert_eq!(log.flush_count(), before + 2);
+    assert!(!log.shared().has_pending_closed());
 }
 
 /// Lookup by timestamp returns the first record at or after the timestamp, across segments.

@@ -223,6 +223,8 @@ impl LogManager {
                     flush_ms,
                     flush_messages,
                 } => {
+                    // A roll leaves the old segment to trim and sync (as
+                    // Kafka flushes a rolled segment at once, in the background).
                     let since = now_ms
                         - shared
                             .last_flush_ms
@@ -232,6 +234,7 @@ impl LogManager {
                             .batches_since_flush
                             .load(std::sync::atomic::Ordering::Relaxed)
                             >= flush_messages
+                        || shared.has_pending_closed()
                 }
                 // Sync-mode syncs happen on demand; this only completes rolls
                 // that no producer waited for (acks=0).

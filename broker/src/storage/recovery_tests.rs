@@ -9,6 +9,7 @@ use skiff_protocol::batch::BatchReader;
 
 use super::format::{segment_path, RECOVERY_CHECKPOINT_FILE};
 use super::recovery::RecoveryReport;
+use super::segment::Segment;
 use super::test_util::{batch, small_config, without_offset, ManualClock};
 use super::*;
 
@@ -291,4 +292,40 @@ fn stale_or_damaged_index_is_rebuilt() {
             model.iter().find(|m| m.0 == *b).unwrap().2.len()
         );
     }
+}
+
+/// A roll leaves the old segment's preallocated tail for the next flush to
+/// trim (a truncate can wait on the disk, and a roll holds the partition's
+/// appends); after a crash before that flush, recovery trims it.
+#[test]
+fn rolled_segments_are_trimmed_by_the_flush_or_by_recovery() {
+    let file_len = |segment: &Segment| std::fs::metadata(segment.log_path()).unwrap().len();
+    let untrimmed = |log: &PartitionLog| {
+        let mut rolled = log.shared().segments_snapshot();
+        rolled.pop();
+        assert!(rolled.len() >= 2, "the fill rolls");
+        rolled
+            .iter()
+            .filter(|s| file_len(s) != s.size_bytes())
+            .count()
+    };
+
+    let flushed = tempfile::tempdir().unwrap();
+    let (_manager, log) = open_fresh(flushed.path());
+    fill(&log, 50);
+    assert!(untrimmed(&log) > 0, "rolls leave the tails");
+    log.flush().unwrap();
+    assert_eq!(untrimmed(&log), 0, "the flush trims them");
+
+    let crashed = tempfile::tempdir().unwrap();
+    let model = {
+        let (_manager, log) = open_fresh(crashed.path());
+        let model = fill(&log, 50);
+        assert!(untrimmed(&log) > 0);
+        model
+    };
+    let (_manager, log, report) = reopen(crashed.path());
+    assert_eq!(report.bytes_truncated, 0, "a zero tail is not a torn one");
+    assert_eq!(untrimmed(&log), 0);
+    assert_log_is(&log, &model);
 }

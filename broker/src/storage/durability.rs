@@ -143,6 +143,7 @@ impl Shared {
             return Ok(());
         }
         self.flush()?;
+        self.discard_prepared();
         let writer = lock(&self.writer);
         self.closed.store(true, Ordering::Release);
         let active = writer.active.clone();

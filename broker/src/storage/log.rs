@@ -18,7 +18,7 @@ use tokio::sync::watch;
 
 use super::error::{Result, StorageError};
 use super::index::IndexBuilder;
-use super::segment::Segment;
+use super::segment::{PreparedFile, Segment};
 use super::{Clock, LogConfig, PREALLOCATE_CHUNK_BYTES};
 
 /// Result of an append.
@@ -65,6 +65,9 @@ pub(crate) struct Shared {
     pub(super) flush_lock: Mutex<()>,
     /// Rolled segments whose trim, index files and final fdatasync are still due.
     pub(super) pending_closed: Mutex<Vec<Arc<Segment>>>,
+    /// The next segment's file, created ahead by the background pass.
+    pub(super) prepared: Mutex<Option<PreparedFile>>,
+    pub(super) prepared_count: AtomicU64,
     pub(super) poisoned: AtomicBool,
     pub(super) closed: AtomicBool,
     /// Serialises retention and compaction of this partition.
@@ -125,6 +128,8 @@ impl PartitionLog {
                 sync_gate: tokio::sync::Mutex::new(()),
                 flush_lock: Mutex::new(()),
                 pending_closed: Mutex::new(Vec::new()),
+                prepared: Mutex::new(None),
+                prepared_count: AtomicU64::new(0),
                 poisoned: AtomicBool::new(false),
                 closed: AtomicBool::new(false),
                 maintenance: Mutex::new(()),
@@ -432,13 +437,26 @@ impl Shared {
             return Ok(());
         }
         let base_offset = self.log_end.load(Ordering::Acquire);
-        let fresh = Arc::new(Segment::create(
-            &self.dir,
-            base_offset,
-            capacity,
-            PREALLOCATE_CHUNK_BYTES.max(append_bytes),
-            now_ms,
-        )?);
+        let chunk_bytes = PREALLOCATE_CHUNK_BYTES.max(append_bytes).min(capacity);
+        let (fresh, preallocated_to) = match self.take_prepared(capacity) {
+            Some(prepared) => {
+                match Segment::from_prepared(&self.dir, base_offset, prepared, now_ms) {
+                    Ok(segment) => (segment, capacity),
+                    Err(error) => {
+                        tracing::warn!(topic = %self.topic, partition = self.partition, %error, "prepared segment unusable; creating one");
+                        let segment =
+                            Segment::create(&self.dir, base_offset, capacity, chunk_bytes, now_ms)?;
+                        (segment, chunk_bytes)
+                    }
+                }
+            }
+            None => {
+                let segment =
+                    Segment::create(&self.dir, base_offset, capacity, chunk_bytes, now_ms)?;
+                (segment, chunk_bytes)
+            }
+        };
+        let fresh = Arc::new(fresh);
         // The old file keeps its preallocated tail until the next flush
         // trims it: a truncate frees blocks, which can wait on the disk
         // (block bitmaps, discards) for tens of milliseconds, and this runs
@@ -450,7 +468,7 @@ impl Shared {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push(fresh.clone());
         writer.active = fresh;
-        writer.preallocated_to = PREALLOCATE_CHUNK_BYTES.max(append_bytes).min(capacity);
+        writer.preallocated_to = preallocated_to;
         writer.builder = IndexBuilder::new(config.index_interval_bytes);
         Ok(())
     }

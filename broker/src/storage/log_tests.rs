@@ -561,3 +561,80 @@ fn invalid_config_and_names_are_refused() {
         Err(StorageError::InvalidConfig { .. })
     ));
 }
+
+/// A busy partition's next segment is prepared ahead (created and reserved
+/// in full by the background pass) and the roll renames it into place; a
+/// partition that filled its segment slowly gets none, and neither a close
+/// nor a restart leaves one behind.
+#[test]
+fn next_segment_is_prepared_for_busy_partitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::at(0);
+    let config = small_config();
+    let capacity = config
+        .segment_bytes
+        .max(u64::from(config.max_message_bytes));
+    let (manager, log) = open(dir.path(), config.clone(), &clock);
+    let prepared_files = || {
+        std::fs::read_dir(log.dir())
+            .unwrap()
+            .filter(|e| {
+                let name = e.as_ref().unwrap().file_name();
+                name.to_string_lossy().ends_with(".log.tmp")
+            })
+            .count()
+    };
+    let active = || log.shared().segments_snapshot().last().cloned().unwrap();
+    let fill_to_half = || {
+        while active().size_bytes() * 2 < config.segment_bytes {
+            log.append(&batch(1, 300, 0, 1)).unwrap();
+        }
+    };
+    let roll = || {
+        let segments = log.segment_base_offsets().len();
+        while log.segment_base_offsets().len() == segments {
+            log.append(&batch(1, 300, 0, 2)).unwrap();
+        }
+    };
+
+    log.append(&batch(1, 300, 0, 0)).unwrap();
+    manager.background_pass(0, false);
+    assert_eq!(prepared_files(), 0, "less than half full");
+    fill_to_half();
+    manager.background_pass(0, false);
+    assert_eq!(prepared_files(), 1);
+    roll();
+    assert_eq!(prepared_files(), 0, "the roll renamed it");
+    let renamed = active();
+    assert_eq!(
+        std::fs::metadata(renamed.log_path()).unwrap().len(),
+        capacity,
+        "reserved in full"
+    );
+    let mut offset = 0;
+    while offset < log.log_end_offset() {
+        let read = batches_of(log.read(offset, usize::MAX).unwrap());
+        offset = read.last().unwrap().1 + 1;
+    }
+
+    // Half a segment in more than PREPARE_WITHIN_MS: not busy.
+    clock.set(prepare::PREPARE_WITHIN_MS + 1);
+    fill_to_half();
+    manager.background_pass(prepare::PREPARE_WITHIN_MS + 1, false);
+    assert_eq!(prepared_files(), 0, "filled too slowly");
+
+    roll();
+    fill_to_half();
+    manager.background_pass(prepare::PREPARE_WITHIN_MS + 1, false);
+    assert_eq!(prepared_files(), 1);
+    manager.shutdown().unwrap();
+    assert_eq!(prepared_files(), 0, "a close deletes it");
+
+    // One left by a crash is deleted when the partition is opened.
+    std::fs::write(log.dir().join("next-3.log.tmp"), b"").unwrap();
+    let dir_path = log.dir().to_path_buf();
+    drop((log, manager));
+    let manager = LogManager::open_with_clock(dir.path(), config, clock.clock()).unwrap();
+    assert!(manager.get("t", 0).is_some());
+    assert!(!dir_path.join("next-3.log.tmp").exists());
+}

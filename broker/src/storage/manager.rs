@@ -245,6 +245,11 @@ impl LogManager {
                     tracing::error!(topic = %topic, partition, %error, "flush failed");
                 }
             }
+            // Failing here (a full disk) is not an error of its own: the
+            // roll then creates the segment and reports what it finds.
+            if let Err(error) = shared.prepare_next_segment(now_ms) {
+                tracing::debug!(topic = %topic, partition, %error, "next segment not prepared");
+            }
             if !run_maintenance {
                 continue;
             }

@@ -5,6 +5,7 @@
 //! - [`segment`]: one `.log` file with its indexes; `pwritev` in, mapping out.
 //! - [`index`]: sparse offset and time indexes.
 //! - [`log`]: [`PartitionLog`], appends, reads, rolls.
+//! - [`prepare`]: the next segment's file, created and reserved ahead of the roll.
 //! - [`durability`]: group commit, flushes, the recovery checkpoint.
 //! - [`recovery`]: opening a partition directory, validating what a crash may have torn.
 //! - [`retention`] and [`compaction`]: background removal of old data.
@@ -44,6 +45,7 @@ pub mod format;
 pub mod index;
 pub mod log;
 pub mod manager;
+pub mod prepare;
 pub mod recovery;
 pub mod retention;
 pub mod segment;

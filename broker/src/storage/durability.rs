@@ -143,7 +143,6 @@ impl Shared {
             return Ok(());
         }
         self.flush()?;
-        self.discard_prepared();
         let writer = lock(&self.writer);
         self.closed.store(true, Ordering::Release);
         let active = writer.active.clone();
@@ -154,6 +153,7 @@ impl Shared {
         self.write_checkpoint(active.next_offset())?;
         drop(writer);
         self.end_tx.send_replace(i64::MAX);
+        self.discard_prepared();
         Ok(())
     }
 }

@@ -66,8 +66,10 @@ impl Shared {
         }
     }
 
-    /// Deletes the prepared file, if any (the log is closing).
+    /// Deletes the prepared file, if any (the log is closed). The
+    /// maintenance lock waits out a preparation begun before the close.
     pub(super) fn discard_prepared(&self) {
+        let _maintenance = lock(&self.maintenance);
         if let Some(prepared) = lock(&self.prepared).take() {
             prepared.delete();
         }

@@ -270,13 +270,8 @@ fn pipelined_responses_keep_request_order() -> Result<()> {
             Client::produce_request("order", 0, batch(&[value.as_bytes()], -1, -1, -1), 1);
         ids.push(client.send(ApiKey::Produce, 9, &RequestKind::Produce(request))?);
     }
-    for (i, id) in ids.into_iter().enumerate() {
-        let ResponseKind::Produce(response) = client.receive(ApiKey::Produce, 9, id)? else {
-            bail!("not produce")
-        };
-        let partition = &response.responses[0].partition_responses[0];
-        assert_eq!((partition.error_code, partition.base_offset), (0, i as i64));
-    }
+    let expected: Vec<(i16, i64)> = (0..200).map(|offset| (0, offset)).collect();
+    assert_eq!(client.receive_produced(ids)?, expected);
     Ok(())
 }
 

@@ -123,13 +123,8 @@ fn pipelined_requests_beyond_the_budget_are_answered_in_order() -> Result<()> {
         let request = Client::produce_request("pipelined", 0, batch(&[&value], -1, -1, -1), 1);
         ids.push(client.send(ApiKey::Produce, 9, &RequestKind::Produce(request))?);
     }
-    for (i, id) in ids.into_iter().enumerate() {
-        let ResponseKind::Produce(response) = client.receive(ApiKey::Produce, 9, id)? else {
-            bail!("not produce")
-        };
-        let partition = &response.responses[0].partition_responses[0];
-        assert_eq!((partition.error_code, partition.base_offset), (0, i as i64));
-    }
+    let expected: Vec<(i16, i64)> = (0..60).map(|offset| (0, offset)).collect();
+    assert_eq!(client.receive_produced(ids)?, expected);
 
     // 120 fetches of the whole log (~90 KB each): more than the socket
     // buffers hold while the client is not reading.

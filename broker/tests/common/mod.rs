@@ -278,6 +278,20 @@ impl Client {
         }
     }
 
+    /// Reads the Produce v9 responses to `ids`, in order: (error code, base
+    /// offset) of each one's first partition.
+    pub fn receive_produced(&mut self, ids: Vec<i32>) -> Result<Vec<(i16, i64)>> {
+        let mut got = Vec::new();
+        for id in ids {
+            let ResponseKind::Produce(response) = self.receive(ApiKey::Produce, 9, id)? else {
+                bail!("not a produce response");
+            };
+            let partition = &response.responses[0].partition_responses[0];
+            got.push((partition.error_code, partition.base_offset));
+        }
+        Ok(got)
+    }
+
     /// A produce of `records` to one partition.
     pub fn produce_request(
         topic: &str,

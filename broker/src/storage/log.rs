@@ -438,23 +438,19 @@ impl Shared {
         }
         let base_offset = self.log_end.load(Ordering::Acquire);
         let chunk_bytes = PREALLOCATE_CHUNK_BYTES.max(append_bytes).min(capacity);
-        let (fresh, preallocated_to) = match self.take_prepared(capacity) {
-            Some(prepared) => {
-                match Segment::from_prepared(&self.dir, base_offset, prepared, now_ms) {
-                    Ok(segment) => (segment, capacity),
-                    Err(error) => {
-                        tracing::warn!(topic = %self.topic, partition = self.partition, %error, "prepared segment unusable; creating one");
-                        let segment =
-                            Segment::create(&self.dir, base_offset, capacity, chunk_bytes, now_ms)?;
-                        (segment, chunk_bytes)
-                    }
-                }
-            }
-            None => {
-                let segment =
-                    Segment::create(&self.dir, base_offset, capacity, chunk_bytes, now_ms)?;
-                (segment, chunk_bytes)
-            }
+        let prepared = self.take_prepared(capacity).and_then(|prepared| {
+            Segment::from_prepared(&self.dir, base_offset, prepared, now_ms)
+                .inspect_err(|error| {
+                    tracing::warn!(topic = %self.topic, partition = self.partition, %error, "prepared segment unusable; creating one");
+                })
+                .ok()
+        });
+        let (fresh, preallocated_to) = match prepared {
+            Some(segment) => (segment, capacity),
+            None => (
+                Segment::create(&self.dir, base_offset, capacity, chunk_bytes, now_ms)?,
+                chunk_bytes,
+            ),
         };
         let fresh = Arc::new(fresh);
         // The old file keeps its preallocated tail until the next flush

@@ -627,6 +627,21 @@ fn next_segment_is_prepared_for_busy_partitions() {
     fill_to_half();
     manager.background_pass(prepare::PREPARE_WITHIN_MS + 1, false);
     assert_eq!(prepared_files(), 1);
+    // One that no longer fits a segment (the config changed) is deleted,
+    // and the roll creates the segment as before.
+    log.set_config(LogConfig {
+        max_message_bytes: config.max_message_bytes * 2,
+        ..config.clone()
+    })
+    .unwrap();
+    roll();
+    assert_eq!(prepared_files(), 0, "the misfit is deleted");
+    assert!(std::fs::metadata(active().log_path()).unwrap().len() > capacity);
+    log.set_config(config.clone()).unwrap();
+    roll();
+    fill_to_half();
+    manager.background_pass(prepare::PREPARE_WITHIN_MS + 1, false);
+    assert_eq!(prepared_files(), 1);
     manager.shutdown().unwrap();
     assert_eq!(prepared_files(), 0, "a close deletes it");
 

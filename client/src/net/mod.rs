@@ -3,6 +3,7 @@
 
 mod address;
 mod connection;
+mod frame_buffer;
 mod quic;
 mod tcp;
 

@@ -10,14 +10,14 @@ use std::collections::HashMap;
 use std::io::IoSlice;
 use std::sync::{Arc, Mutex};
 
-use bytes::{Bytes, BytesMut};
-use skiff_protocol::frame;
+use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use super::frame_buffer::FrameBuffer;
 use crate::error::{Error, Result};
 
 /// Response frames, without their size prefix, keyed by correlation id.
@@ -169,9 +169,9 @@ async fn read_loop(
     address: String,
     frame_bytes_max: usize,
 ) {
-    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut buffer = FrameBuffer::new(frame_bytes_max);
     let reason = loop {
-        match frame::read_frame(&mut buf, frame_bytes_max) {
+        match buffer.next_frame() {
             Ok(Some(frame)) => {
                 let Some(id) = frame.first_chunk::<4>().map(|b| i32::from_be_bytes(*b)) else {
                     break "response frame shorter than a correlation id".to_string();
@@ -189,10 +189,7 @@ async fn read_loop(
             Ok(None) => {}
             Err(error) => break format!("bad frame from broker: {error}"),
         }
-        if buf.capacity() - buf.len() < 4096 {
-            buf.reserve(64 * 1024);
-        }
-        match read.read_buf(&mut buf).await {
+        match read.read_buf(buffer.unfilled()).await {
             Ok(0) => break "the broker closed the connection".to_string(),
             Ok(_) => {}
             Err(error) => break format!("read failed: {error}"),
@@ -266,7 +263,7 @@ mod tests {
             .await
             .unwrap();
         let frame = |id: i32| {
-            let mut b = BytesMut::new();
+            let mut b = bytes::BytesMut::new();
             b.extend_from_slice(&4i32.to_be_bytes());
             b.extend_from_slice(&id.to_be_bytes());
             vec![b.freeze()]

@@ -109,16 +109,18 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         let bound = quic::bind(addr, identity, &config)?;
         quic_addr = Some(
             bound
+                .endpoint
                 .local_addr()
                 .map_err(|source| ServerError::Bind { addr, source })?,
         );
         accept_loops.push(tokio::spawn(quic::accept_loop(
-            bound.clone(),
+            bound.endpoint.clone(),
+            bound.loopback,
             Arc::clone(&broker),
             shutdown_rx.clone(),
             alive.clone(),
         )));
-        endpoint = Some(bound);
+        endpoint = Some(bound.endpoint);
     }
 
     let mut metrics_addr = None;

@@ -19,7 +19,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use quinn::{Endpoint, IdleTimeout, VarInt};
 use skiff_protocol::frame;
-use skiff_protocol::quic::DATAGRAM_BYTES_MAX;
+use skiff_protocol::quic::{datagram_policy, LOOPBACK_DATAGRAM_BYTES_MAX};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use super::dispatch::{dispatch, Dispatched, Outcome};
@@ -33,12 +33,20 @@ pub use skiff_protocol::quic::ALPN;
 /// Application close code for a protocol violation (oversized frame).
 const CLOSE_PROTOCOL_ERROR: u32 = 1;
 
+/// A bound QUIC endpoint.
+pub struct Bound {
+    pub endpoint: Endpoint,
+    /// Server settings for a client on loopback (the endpoint's own are
+    /// for the others): no segmentation offload, loopback-sized datagrams.
+    pub loopback: Arc<quinn::ServerConfig>,
+}
+
 /// Binds the QUIC endpoint.
 pub fn bind(
     addr: SocketAddr,
     identity: ServerIdentity,
     config: &Config,
-) -> Result<Endpoint, ServerError> {
+) -> Result<Bound, ServerError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -50,6 +58,31 @@ pub fn bind(
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
         .map_err(|e| ServerError::Tls(e.to_string()))?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    let mut loopback = server.clone();
+    loopback.transport_config(Arc::new(transport(config, true)));
+    server.transport_config(Arc::new(transport(config, false)));
+    let bind_error = |source| ServerError::Bind { addr, source };
+    let socket = std::net::UdpSocket::bind(addr).map_err(bind_error)?;
+    enlarge_socket_buffers(&socket);
+    let mut endpoint = quinn::EndpointConfig::default();
+    endpoint
+        .max_udp_payload_size(LOOPBACK_DATAGRAM_BYTES_MAX)
+        .map_err(|e| bind_error(std::io::Error::other(e)))?;
+    let endpoint = Endpoint::new(
+        endpoint,
+        Some(server),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .map_err(bind_error)?;
+    Ok(Bound {
+        endpoint,
+        loopback: Arc::new(loopback),
+    })
+}
+
+/// Transport settings for a client connection, over loopback or not.
+fn transport(config: &Config, loopback: bool) -> quinn::TransportConfig {
     let mut transport = quinn::TransportConfig::default();
     let streams = u32::try_from(config.connection_inflight_requests_max).unwrap_or(u32::MAX);
     transport.max_concurrent_bidi_streams(VarInt::from_u32(streams));
@@ -59,25 +92,18 @@ pub fn bind(
     // A stream may use the connection's whole window: requests are read one
     // stream at a time, so one big produce request need not wait for credit.
     transport.stream_receive_window(VarInt::from_u32(window));
-    tune_for_throughput(&mut transport);
+    // quinn's defaults are tuned for 100 Mbit/s at 100 ms; the send window
+    // here keeps several fetch responses (up to tens of MiB) in flight.
+    transport.send_window(SEND_WINDOW_BYTES);
+    let policy = datagram_policy(loopback);
+    let mut mtu = quinn::MtuDiscoveryConfig::default();
+    mtu.upper_bound(policy.mtu_upper_bound_bytes);
+    transport.mtu_discovery_config(Some(mtu));
+    transport.enable_segmentation_offload(policy.segmentation_offload);
     transport.max_idle_timeout(
         IdleTimeout::try_from(Duration::from_millis(config.idle_timeout_ms)).ok(),
     );
-    server.transport_config(Arc::new(transport));
-    let bind_error = |source| ServerError::Bind { addr, source };
-    let socket = std::net::UdpSocket::bind(addr).map_err(bind_error)?;
-    enlarge_socket_buffers(&socket);
-    let mut endpoint = quinn::EndpointConfig::default();
-    endpoint
-        .max_udp_payload_size(DATAGRAM_BYTES_MAX)
-        .map_err(|e| bind_error(std::io::Error::other(e)))?;
-    Endpoint::new(
-        endpoint,
-        Some(server),
-        socket,
-        Arc::new(quinn::TokioRuntime),
-    )
-    .map_err(bind_error)
+    transport
 }
 
 /// Asks for big UDP socket buffers. A burst of datagrams beyond the default
@@ -99,21 +125,13 @@ fn enlarge_socket_buffers(socket: &std::net::UdpSocket) {
 /// Requested UDP socket buffer size, each direction.
 const UDP_SOCKET_BUFFER_BYTES: usize = 4 * 1024 * 1024;
 
-/// quinn's defaults are tuned for 100 Mbit/s at 100 ms; the send window
-/// here keeps several fetch responses (up to tens of MiB) in flight.
-fn tune_for_throughput(transport: &mut quinn::TransportConfig) {
-    transport.send_window(SEND_WINDOW_BYTES);
-    let mut mtu = quinn::MtuDiscoveryConfig::default();
-    mtu.upper_bound(DATAGRAM_BYTES_MAX);
-    transport.mtu_discovery_config(Some(mtu));
-}
-
 /// Bytes of responses the broker may hold unacknowledged per connection.
 const SEND_WINDOW_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Accepts connections until shutdown.
 pub async fn accept_loop(
     endpoint: Endpoint,
+    loopback: Arc<quinn::ServerConfig>,
     broker: Arc<Broker>,
     mut shutdown: watch::Receiver<bool>,
     alive: mpsc::Sender<()>,
@@ -129,12 +147,24 @@ pub async fn accept_loop(
             incoming.refuse();
             continue;
         }
+        let connecting = if incoming.remote_address().ip().is_loopback() {
+            incoming.accept_with(Arc::clone(&loopback))
+        } else {
+            incoming.accept()
+        };
+        let connecting = match connecting {
+            Ok(connecting) => connecting,
+            Err(error) => {
+                tracing::debug!(%error, "QUIC connection refused");
+                continue;
+            }
+        };
         let counted = broker.metrics.connection_opened();
         let broker = Arc::clone(&broker);
         let shutdown = shutdown.clone();
         let alive = alive.clone();
         tokio::spawn(async move {
-            match incoming.await {
+            match connecting.await {
                 Ok(connection) => serve_connection(connection, broker, shutdown, alive).await,
                 Err(error) => tracing::debug!(%error, "QUIC handshake failed"),
             }

@@ -23,7 +23,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
-use skiff_protocol::quic::DATAGRAM_BYTES_MAX;
+use skiff_protocol::quic::{datagram_policy, LOOPBACK_DATAGRAM_BYTES_MAX};
 
 use crate::error::{Error, Result};
 
@@ -188,6 +188,12 @@ pub(crate) fn client_config(trust: &QuicTrust) -> Result<quinn::ClientConfig> {
         reason: format!("TLS setup for QUIC: {e}"),
     })?;
     let mut config = quinn::ClientConfig::new(Arc::new(quic));
+    config.transport_config(Arc::new(transport(false)));
+    Ok(config)
+}
+
+/// Transport settings for a connection, over loopback or not.
+fn transport(loopback: bool) -> quinn::TransportConfig {
     // A broker that dies sends no FIN over UDP: pings and a short idle
     // timeout notice it within seconds instead of at the request timeout.
     let mut transport = quinn::TransportConfig::default();
@@ -199,11 +205,12 @@ pub(crate) fn client_config(trust: &QuicTrust) -> Result<quinn::ClientConfig> {
     transport.stream_receive_window(quinn::VarInt::from_u32(QUIC_WINDOW_BYTES));
     transport.receive_window(quinn::VarInt::from_u32(QUIC_WINDOW_BYTES));
     transport.send_window(u64::from(QUIC_WINDOW_BYTES));
+    let policy = datagram_policy(loopback);
     let mut mtu = quinn::MtuDiscoveryConfig::default();
-    mtu.upper_bound(DATAGRAM_BYTES_MAX);
+    mtu.upper_bound(policy.mtu_upper_bound_bytes);
     transport.mtu_discovery_config(Some(mtu));
-    config.transport_config(Arc::new(transport));
-    Ok(config)
+    transport.enable_segmentation_offload(policy.segmentation_offload);
+    transport
 }
 
 /// Receive window per stream and per connection, and send window.
@@ -235,7 +242,7 @@ fn crypto_provider() -> rustls::crypto::CryptoProvider {
 /// datagrams) is dropped by the kernel, which QUIC takes for congestion and
 /// halves its window; the kernel caps the request at
 /// `net.core.rmem_max`/`wmem_max`. The endpoint accepts datagrams up to
-/// [`DATAGRAM_BYTES_MAX`].
+/// [`LOOPBACK_DATAGRAM_BYTES_MAX`].
 fn quic_endpoint(bind: SocketAddr) -> std::io::Result<quinn::Endpoint> {
     let socket = std::net::UdpSocket::bind(bind)?;
     if let Ok(state) = quinn::udp::UdpSocketState::new((&socket).into()) {
@@ -245,7 +252,7 @@ fn quic_endpoint(bind: SocketAddr) -> std::io::Result<quinn::Endpoint> {
     }
     let mut endpoint = quinn::EndpointConfig::default();
     endpoint
-        .max_udp_payload_size(DATAGRAM_BYTES_MAX)
+        .max_udp_payload_size(LOOPBACK_DATAGRAM_BYTES_MAX)
         .map_err(std::io::Error::other)?;
     quinn::Endpoint::new(endpoint, None, socket, Arc::new(quinn::TokioRuntime))
 }
@@ -265,7 +272,7 @@ impl QuicLink {
         address: String,
         host: &str,
         addrs: &[SocketAddr],
-        config: quinn::ClientConfig,
+        mut config: quinn::ClientConfig,
         frame_bytes_max: usize,
     ) -> Result<Self> {
         let quic_error = |reason: String| Error::Quic {
@@ -284,6 +291,9 @@ impl QuicLink {
             address: address.clone(),
             source: Arc::new(e),
         })?;
+        if addr.ip().is_loopback() {
+            config.transport_config(Arc::new(transport(true)));
+        }
         // A name the certificate may not list is fine: trust is by pinning.
         let server_name = if host.is_empty() { "localhost" } else { host };
         let connecting = endpoint

@@ -2,6 +2,7 @@
 //! version negotiation.
 
 mod address;
+mod buffer_pool;
 mod connection;
 mod frame_buffer;
 mod quic;

@@ -25,6 +25,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use skiff_protocol::quic::{datagram_policy, LOOPBACK_DATAGRAM_BYTES_MAX};
 
+use super::buffer_pool::{BufferPool, POOLED_FRAME_BYTES_MIN};
 use crate::error::{Error, Result};
 
 /// The ALPN protocol id Skiff brokers expect on QUIC.
@@ -264,6 +265,7 @@ pub(crate) struct QuicLink {
     // Kept so the UDP socket lives as long as the connection.
     _endpoint: quinn::Endpoint,
     frame_bytes_max: usize,
+    buffers: BufferPool,
 }
 
 impl QuicLink {
@@ -305,6 +307,7 @@ impl QuicLink {
             connection,
             _endpoint: endpoint,
             frame_bytes_max,
+            buffers: BufferPool::default(),
         })
     }
 
@@ -368,7 +371,11 @@ impl QuicLink {
                 (Some(buf), _) => buf.extend_from_slice(&chunk.bytes),
                 (None, None) => first = Some(chunk.bytes),
                 (None, Some(earlier)) => {
-                    let mut buf = bytes::BytesMut::with_capacity(size);
+                    let mut buf = if size >= POOLED_FRAME_BYTES_MIN {
+                        self.buffers.take(size)
+                    } else {
+                        bytes::BytesMut::with_capacity(size)
+                    };
                     buf.extend_from_slice(&earlier);
                     buf.extend_from_slice(&chunk.bytes);
                     gathered = Some(buf);
@@ -376,6 +383,7 @@ impl QuicLink {
             }
         }
         Ok(match gathered {
+            Some(buf) if size >= POOLED_FRAME_BYTES_MIN => self.buffers.freeze(buf),
             Some(buf) => buf.freeze(),
             None => first.unwrap_or_default(),
         })

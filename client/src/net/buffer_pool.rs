@@ -17,7 +17,9 @@ use bytes::{Bytes, BytesMut};
 pub(crate) const POOLED_FRAME_BYTES_MIN: usize = 256 * 1024;
 
 /// Retired allocations kept; the oldest goes when a newer one is retired.
-const RETIRED_MAX: usize = 4;
+/// Two serve a consumer (one frame decoded while the next arrives) and
+/// bound what an idle connection keeps to twice its largest frames.
+const RETIRED_MAX: usize = 2;
 
 /// A new allocation is this much larger than asked, so that it can serve a
 /// somewhat larger frame later.

@@ -8,7 +8,8 @@
 //! broker's sizes are trusted up to the configured maximum), and the
 //! allocation of an earlier frame is reused once the application has
 //! dropped every record that pointed into it. Two allocations take turns:
-//! one holds the frame being decoded, the other the frame arriving.
+//! one holds the frame being decoded, the other the frame arriving; a
+//! connection keeps both, so up to twice its largest frame.
 
 use bytes::{Buf, Bytes, BytesMut};
 use skiff_protocol::frame;

@@ -179,6 +179,55 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Any frames, read in any slices, with the application holding any
+        /// of them for a while, come out whole, in order and unchanged.
+        #[test]
+        fn frames_survive_any_reads_and_holds(
+            sizes in proptest::collection::vec(0usize..200_000, 1..12),
+            reads in proptest::collection::vec(1usize..150_000, 1..8),
+            held_for in proptest::collection::vec(0usize..3, 12),
+        ) {
+            let mut stream = Vec::new();
+            for (i, &size) in sizes.iter().enumerate() {
+                stream.extend(framed(size, i as u8));
+            }
+            let mut buffer = FrameBuffer::new(1 << 20);
+            // Frames the application still holds: the count of frames at
+            // which it drops each, its index, the frame.
+            let mut held: Vec<(usize, usize, Bytes)> = Vec::new();
+            let mut seen = 0usize;
+            let mut at = 0usize;
+            let mut turn = 0usize;
+            loop {
+                while let Some(frame) = buffer.next_frame().unwrap() {
+                    proptest::prop_assert_eq!(frame.len(), sizes[seen]);
+                    held.push((seen + held_for[seen % held_for.len()], seen, frame));
+                    seen += 1;
+                    held.retain(|(until, _, _)| *until >= seen);
+                    for (_, index, frame) in &held {
+                        proptest::prop_assert!(
+                            frame.iter().all(|&b| b == *index as u8),
+                            "frame {} changed while held", index
+                        );
+                    }
+                }
+                if at == stream.len() {
+                    break;
+                }
+                let room = buffer.unfilled();
+                let take = reads[turn % reads.len()]
+                    .min(room.capacity() - room.len())
+                    .min(stream.len() - at);
+                proptest::prop_assert!(take > 0);
+                room.extend_from_slice(&stream[at..at + take]);
+                at += take;
+                turn += 1;
+            }
+            proptest::prop_assert_eq!(seen, sizes.len());
+        }
+    }
+
     /// A size above the maximum is an error before anything is reserved.
     #[test]
     fn oversized_frames_are_rejected() {

@@ -147,7 +147,8 @@ pub async fn accept_loop(
             incoming.refuse();
             continue;
         }
-        let connecting = if incoming.remote_address().ip().is_loopback() {
+        // to_canonical: a dual-stack socket shows an IPv4 peer as ::ffff:a.b.c.d.
+        let connecting = if incoming.remote_address().ip().to_canonical().is_loopback() {
             incoming.accept_with(Arc::clone(&loopback))
         } else {
             incoming.accept()

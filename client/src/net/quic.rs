@@ -293,7 +293,7 @@ impl QuicLink {
             address: address.clone(),
             source: Arc::new(e),
         })?;
-        if addr.ip().is_loopback() {
+        if addr.ip().to_canonical().is_loopback() {
             config.transport_config(Arc::new(transport(true)));
         }
         // A name the certificate may not list is fine: trust is by pinning.

@@ -20,9 +20,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::future::BoxFuture;
+use futures::stream::{FuturesUnordered, StreamExt};
+use futures::FutureExt;
 use skiff_protocol::api::messages::FetchResponse;
 use skiff_protocol::ErrorCode;
-use tokio::sync::mpsc;
 
 pub use fetcher::ConsumerRecord;
 pub use group::RebalanceListener;
@@ -185,13 +187,22 @@ pub struct Consumer {
     client: Client,
     config: ConsumerConfig,
     partitions: BTreeMap<TopicPartition, PartitionState>,
-    done_tx: mpsc::UnboundedSender<FetchDone>,
-    done_rx: mpsc::UnboundedReceiver<FetchDone>,
+    /// Fetches in flight, polled by `poll` (not tasks of their own: a task
+    /// per fetch cost a spawn and a hand-off per response). In a mutex only
+    /// so that the consumer stays `Sync`; reached with `get_mut`, never locked.
+    fetches: std::sync::Mutex<Fetches>,
     brokers_fetching: HashMap<i32, usize>,
     deferred_error: Option<Error>,
     metadata_refreshing: Arc<AtomicBool>,
     group: Option<group::GroupState>,
 }
+
+// Applications share consumers across threads (`Arc<Mutex<Consumer>>`,
+// `&Consumer` in scoped threads); keep both.
+const _: fn() = || {
+    fn send_and_sync<T: Send + Sync>() {}
+    send_and_sync::<Consumer>();
+};
 
 impl fmt::Debug for Consumer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -204,15 +215,13 @@ impl fmt::Debug for Consumer {
 impl Consumer {
     /// A consumer on `client` with nothing assigned.
     pub fn new(client: Client, config: ConsumerConfig) -> Consumer {
-        let (done_tx, done_rx) = mpsc::unbounded_channel();
         let group = group::GroupState::new(&client, &config);
         Consumer {
             group,
             client,
             config,
             partitions: BTreeMap::new(),
-            done_tx,
-            done_rx,
+            fetches: std::sync::Mutex::new(FuturesUnordered::new()),
             brokers_fetching: HashMap::new(),
             deferred_error: None,
             metadata_refreshing: Arc::new(AtomicBool::new(false)),
@@ -352,10 +361,16 @@ impl Consumer {
                 }
                 continue;
             }
-            while let Ok(done) = self.done_rx.try_recv() {
+            while let Some(Some(done)) = self.fetches_mut().next().now_or_never() {
                 self.absorb(done, &mut records);
             }
             self.send_fetches();
+            // Takes the new fetches to their first wait, which writes their
+            // requests: the broker serves them while the application
+            // handles the records this poll returns.
+            while let Some(Some(done)) = self.fetches_mut().next().now_or_never() {
+                self.absorb(done, &mut records);
+            }
             if !records.is_empty() || Instant::now() >= deadline {
                 return Ok(records);
             }
@@ -368,7 +383,9 @@ impl Consumer {
                 .filter_map(|s| s.retry_at)
                 .fold(deadline, Instant::min);
             tokio::select! {
-                Some(done) = self.done_rx.recv() => self.absorb(done, &mut records),
+                Some(done) = fetches_of(&mut self.fetches).next(), if !fetches_of(&mut self.fetches).is_empty() => {
+                    self.absorb(done, &mut records);
+                }
                 Some(event) = group::next_event(&mut self.group) => {
                     // `records` is empty here: every position is one the
                     // application has consumed, so it is safe to commit.
@@ -474,9 +491,8 @@ impl Consumer {
                 .collect();
             let request = fetcher::fetch_request(&self.config, &positions);
             let client = self.client.clone();
-            let done = self.done_tx.clone();
             let fetch_max_wait = self.config.fetch_max_wait;
-            tokio::spawn(async move {
+            self.fetches_mut().push(Box::pin(async move {
                 let result = async {
                     let connection = client.broker_connection(leader).await?;
                     // The broker may hold a fetch for fetch_max_wait before answering.
@@ -488,13 +504,17 @@ impl Consumer {
                         .await
                 }
                 .await;
-                let _ = done.send(FetchDone {
+                FetchDone {
                     broker: leader,
                     requested,
                     result,
-                });
-            });
+                }
+            }));
         }
+    }
+
+    fn fetches_mut(&mut self) -> &mut Fetches {
+        fetches_of(&mut self.fetches)
     }
 
     /// Turns a fetch answer into records and new positions.
@@ -605,4 +625,13 @@ impl Consumer {
             self.client.invalidate_metadata();
         }
     }
+}
+
+/// Fetches in flight (see `Consumer::fetches`).
+type Fetches = FuturesUnordered<BoxFuture<'static, FetchDone>>;
+
+fn fetches_of(fetches: &mut std::sync::Mutex<Fetches>) -> &mut Fetches {
+    fetches
+        .get_mut()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

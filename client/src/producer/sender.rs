@@ -2,19 +2,23 @@
 //! partition leaders, and settles each batch from the broker's answer.
 //!
 //! All queue state changes happen on this task or under the accumulator
-//! lock; requests run as their own tasks and report back over a channel,
-//! so a slow broker never stalls the others.
+//! lock. Requests in flight are futures this task polls alongside its own
+//! work (not tasks of their own: a task per request cost a spawn and a
+//! hand-off per response), each independent of the others, so a slow
+//! broker never stalls the rest.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::future::BoxFuture;
+use futures::stream::{FuturesUnordered, StreamExt};
+use futures::FutureExt;
 use skiff_protocol::api::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use skiff_protocol::api::messages::{ProduceRequest, ProduceResponse, TopicName};
 use skiff_protocol::api::StrBytes;
 use skiff_protocol::ErrorCode;
-use tokio::sync::mpsc;
 
 use super::accumulator::{Accumulator, PartitionQueue, TopicQueues};
 use super::batch::{BatchAck, ProducerBatch};
@@ -39,10 +43,10 @@ struct SenderState {
 }
 
 pub(super) async fn run(shared: Arc<Shared>) {
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Completion>();
+    let mut in_flight: FuturesUnordered<BoxFuture<'static, Completion>> = FuturesUnordered::new();
     let mut state = SenderState::default();
     loop {
-        while let Ok(completion) = done_rx.try_recv() {
+        while let Some(Some(completion)) = in_flight.next().now_or_never() {
             settle(&shared, &mut state, completion);
         }
         if state.bump_pending
@@ -79,22 +83,20 @@ pub(super) async fn run(shared: Arc<Shared>) {
             match shared.client.connected(broker) {
                 Some(connection) => {
                     let written = write_request(&shared, &connection, request).await;
-                    tokio::spawn(await_response(
+                    in_flight.push(Box::pin(await_response(
                         shared.config.request_timeout,
                         broker,
                         batches,
                         written,
-                        done_tx.clone(),
-                    ));
+                    )));
                 }
                 None => {
-                    tokio::spawn(connect_and_send(
+                    in_flight.push(Box::pin(connect_and_send(
                         Arc::clone(&shared),
                         broker,
                         batches,
                         request,
-                        done_tx.clone(),
-                    ));
+                    )));
                 }
             }
         }
@@ -112,7 +114,9 @@ pub(super) async fn run(shared: Arc<Shared>) {
         }
         tokio::select! {
             _ = shared.wake.notified() => {}
-            Some(completion) = done_rx.recv() => settle(&shared, &mut state, completion),
+            Some(completion) = in_flight.next(), if !in_flight.is_empty() => {
+                settle(&shared, &mut state, completion);
+            }
             _ = tokio::time::sleep_until(wake_at.into()) => {}
         }
     }
@@ -352,8 +356,7 @@ async fn await_response(
     broker: i32,
     batches: Vec<ProducerBatch>,
     written: Written,
-    done: mpsc::UnboundedSender<Completion>,
-) {
+) -> Completion {
     let result = match written {
         Ok(Some(pending)) => {
             let connection = Arc::clone(pending.connection());
@@ -367,11 +370,11 @@ async fn await_response(
         Ok(None) => Ok(None),
         Err(error) => Err(error),
     };
-    let _ = done.send(Completion {
+    Completion {
         broker,
         batches,
         result,
-    });
+    }
 }
 
 /// Connects (waiting out the reconnect backoff) and sends; used when the
@@ -381,20 +384,12 @@ async fn connect_and_send(
     broker: i32,
     batches: Vec<ProducerBatch>,
     request: ProduceRequest,
-    done: mpsc::UnboundedSender<Completion>,
-) {
+) -> Completion {
     let written = match shared.client.broker_connection(broker).await {
         Ok(connection) => write_request(&shared, &connection, request).await,
         Err(error) => Err(error),
     };
-    await_response(
-        shared.config.request_timeout,
-        broker,
-        batches,
-        written,
-        done,
-    )
-    .await;
+    await_response(shared.config.request_timeout, broker, batches, written).await
 }
 
 /// A partition's answer: code, base offset, log append time, message.

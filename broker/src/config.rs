@@ -84,6 +84,9 @@ pub struct TopicDefaults {
     pub flush_ms: u64,
     /// Periodic flush after this many messages (`flush.messages`).
     pub flush_messages: u64,
+    /// Page cache kept per partition behind the end of its log once on
+    /// disk; -1 = all of it, as the kernel decides (`skiff.cache.window.bytes`).
+    pub cache_window_bytes: i64,
 }
 
 impl Default for TopicDefaults {
@@ -101,6 +104,7 @@ impl Default for TopicDefaults {
             flush_mode: FlushMode::Sync,
             flush_ms: 1000,
             flush_messages: 10_000,
+            cache_window_bytes: -1,
         }
     }
 }
@@ -306,6 +310,14 @@ pub struct Cli {
     /// Periodic flush after this many messages (flush.messages). [default: 10000]
     #[arg(long, env = "SKIFF_TOPIC_FLUSH_MESSAGES", value_name = "N")]
     pub topic_flush_messages: Option<u64>,
+    /// Page cache kept per partition behind the log end once flushed, -1 = no limit (skiff.cache.window.bytes). [default: -1]
+    #[arg(
+        long,
+        env = "SKIFF_TOPIC_CACHE_WINDOW_BYTES",
+        value_name = "BYTES",
+        allow_negative_numbers = true
+    )]
+    pub topic_cache_window_bytes: Option<i64>,
     /// Partitions of __consumer_offsets when first created (offsets.topic.num.partitions). [default: 50]
     #[arg(long, env = "SKIFF_OFFSETS_TOPIC_PARTITIONS", value_name = "N")]
     pub offsets_topic_partitions: Option<i32>,
@@ -417,6 +429,7 @@ impl Config {
         set(&mut topic.flush_mode, &cli.topic_flush_mode);
         set(&mut topic.flush_ms, &cli.topic_flush_ms);
         set(&mut topic.flush_messages, &cli.topic_flush_messages);
+        set(&mut topic.cache_window_bytes, &cli.topic_cache_window_bytes);
         set(
             &mut self.offsets_topic_partitions,
             &cli.offsets_topic_partitions,
@@ -466,6 +479,9 @@ impl Config {
         }
         if self.topic.max_message_bytes < 64 {
             return invalid("topic.max_message_bytes", "must be at least 64");
+        }
+        if self.topic.cache_window_bytes < -1 {
+            return invalid("topic.cache_window_bytes", "must be -1 (no limit) or more");
         }
         if self.offsets_topic_partitions < 1 {
             return invalid("offsets_topic_partitions", "must be at least 1");

@@ -20,6 +20,7 @@ pub const CONFIG_NAMES: &[&str] = &[
     "retention.ms",
     "segment.bytes",
     "segment.ms",
+    "skiff.cache.window.bytes",
 ];
 
 fn parse<T: std::str::FromStr>(name: &str, value: &str) -> Result<T, TopicError> {
@@ -78,6 +79,9 @@ pub fn resolve(
             "retention.ms" => settings.retention_ms = at_least(n, parse(n, value)?, -1)?,
             "segment.bytes" => settings.segment_bytes = at_least(n, parse(n, value)?, 1024)?,
             "segment.ms" => settings.segment_ms = at_least(n, parse(n, value)?, 1)?,
+            "skiff.cache.window.bytes" => {
+                settings.cache_window_bytes = at_least(n, parse(n, value)?, -1)?
+            }
             _ => {
                 return Err(TopicError::InvalidConfig {
                     name: name.clone(),
@@ -120,6 +124,7 @@ pub fn value_of(settings: &TopicDefaults, name: &str) -> Option<String> {
         "retention.ms" => settings.retention_ms.to_string(),
         "segment.bytes" => settings.segment_bytes.to_string(),
         "segment.ms" => settings.segment_ms.to_string(),
+        "skiff.cache.window.bytes" => settings.cache_window_bytes.to_string(),
         _ => return None,
     })
 }
@@ -146,6 +151,7 @@ pub fn log_config(settings: &TopicDefaults) -> LogConfig {
                 flush_messages: settings.flush_messages,
             },
         },
+        cache_window_bytes: u64::try_from(settings.cache_window_bytes).ok(),
         ..LogConfig::default()
     }
 }
@@ -188,6 +194,17 @@ mod tests {
         let periodic = resolve(&defaults, &overrides(&[("flush.ms", "500")])).unwrap();
         assert_eq!(periodic.flush_mode, FlushMode::Periodic);
         assert_eq!(value_of(&periodic, "flush.ms").as_deref(), Some("500"));
+        assert_eq!(log_config(&defaults).cache_window_bytes, None);
+        let window = resolve(
+            &defaults,
+            &overrides(&[("skiff.cache.window.bytes", "67108864")]),
+        )
+        .unwrap();
+        assert_eq!(log_config(&window).cache_window_bytes, Some(64 << 20));
+        assert_eq!(
+            value_of(&window, "skiff.cache.window.bytes").as_deref(),
+            Some("67108864")
+        );
     }
 
     /// Unknown names and bad values are INVALID_CONFIG, not silently dropped.
@@ -199,6 +216,7 @@ mod tests {
             ("retention.ms", "soon"),
             ("cleanup.policy", "shred"),
             ("max.message.bytes", "1"),
+            ("skiff.cache.window.bytes", "-2"),
         ] {
             assert!(
                 matches!(

@@ -267,6 +267,78 @@ async fn periodic_flush_policy() {
     assert!(!log.shared().has_pending_closed());
 }
 
+/// With a page-cache window, a flush drops what is on disk and further behind
+/// the log end than the window: rolled segments wholly, nothing unflushed,
+/// and every batch still reads back intact (from disk).
+#[test]
+fn cache_window_drops_flushed_pages_behind_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::at(0);
+    let window_bytes = 40 * 1024;
+    let config = LogConfig {
+        segment_bytes: 16 * 1024,
+        flush: FlushPolicy::Periodic {
+            flush_ms: 1_000_000,
+            flush_messages: 1_000_000,
+        },
+        cache_window_bytes: Some(window_bytes),
+        ..small_config()
+    };
+    let (_manager, log) = open(dir.path(), config, &clock);
+    let mut appended = Vec::new();
+    for i in 0..60 {
+        let b = batch(3, 1_000, i, i as u8);
+        log.append(&b).unwrap();
+        appended.push(without_offset(&b));
+    }
+    let segments = log.shared().segments_snapshot();
+    assert!(segments.len() > 5, "{} segments", segments.len());
+    assert!(
+        segments.iter().all(|s| s.uncached_bytes() == 0),
+        "nothing unflushed is dropped"
+    );
+
+    log.flush().unwrap();
+    // Bytes after each segment's end, newest segment first.
+    let mut behind = 0;
+    let mut dropped_whole = 0;
+    for segment in segments.iter().rev() {
+        let size = segment.size_bytes();
+        if behind >= window_bytes {
+            assert_eq!(segment.uncached_bytes(), size, "{behind} bytes behind");
+            dropped_whole += 1;
+        } else {
+            // Inside the window, or straddling it: the active segment drops
+            // in 4 MiB steps only, a straddling rolled one keeps all.
+            assert_eq!(segment.uncached_bytes(), 0, "{behind} bytes behind");
+        }
+        behind += size;
+    }
+    assert!(dropped_whole >= 3, "{dropped_whole} segments dropped");
+    // SAFETY: statfs on a valid path into a zeroed struct.
+    let tmpfs = unsafe {
+        let mut stat: libc::statfs = std::mem::zeroed();
+        let path = std::ffi::CString::new(dir.path().as_os_str().as_encoded_bytes()).unwrap();
+        libc::statfs(path.as_ptr(), &mut stat) == 0 && stat.f_type == libc::TMPFS_MAGIC
+    };
+    if !tmpfs {
+        // (tmpfs has no disk to drop pages to.)
+        let oldest = &segments[0];
+        assert_eq!(oldest.resident_pages(0, oldest.size_bytes()), 0);
+        let active = &segments[segments.len() - 1];
+        assert!(active.resident_pages(0, active.size_bytes()) > 0);
+    }
+
+    let mut offset = 0;
+    let mut read_back = Vec::new();
+    while offset < log.log_end_offset() {
+        let chunk = batches_of(log.read(offset, usize::MAX).unwrap());
+        offset = chunk.last().unwrap().1 + 1;
+        read_back.extend(chunk.into_iter().map(|(_, _, bytes)| bytes));
+    }
+    assert_eq!(read_back, appended);
+}
+
 /// Lookup by timestamp returns the first record at or after the timestamp, across segments.
 #[test]
 fn offset_for_timestamp_finds_first_record() {

@@ -109,6 +109,10 @@ pub struct LogConfig {
     /// How long tombstones survive compaction.
     pub delete_retention_ms: u64,
     pub flush: FlushPolicy,
+    /// Keep at most this many bytes behind the end of the log in the page
+    /// cache once they are on disk; `None` leaves the page cache to the
+    /// kernel (Kafka's behaviour). See [`durability`].
+    pub cache_window_bytes: Option<u64>,
 }
 
 impl Default for LogConfig {
@@ -123,6 +127,7 @@ impl Default for LogConfig {
             cleanup_policy: CleanupPolicy::Delete,
             delete_retention_ms: 24 * 3600 * 1000,
             flush: FlushPolicy::Sync,
+            cache_window_bytes: None,
         }
     }
 }
@@ -134,6 +139,9 @@ pub const SEGMENT_BYTES_MAX: u64 = i32::MAX as u64;
 /// a time. Reserving the whole segment at once would tie up
 /// `segment_bytes` of disk per partition even for idle partitions.
 pub const PREALLOCATE_CHUNK_BYTES: u64 = 16 * 1024 * 1024;
+/// The page cache of the active segment is dropped in steps of this many
+/// bytes, so a flush per request (sync mode) costs at most one drop per step.
+pub const CACHE_DROP_STEP_BYTES: u64 = 4 * 1024 * 1024;
 
 impl LogConfig {
     pub fn validate(&self) -> Result<()> {

@@ -64,6 +64,9 @@ pub struct Segment {
     verified_bytes: AtomicU64,
     /// Bytes known to be on disk (fdatasync'ed).
     synced_bytes: AtomicU64,
+    /// Prefix whose page cache this process dropped (or never wrote: a
+    /// segment found on disk starts fully counted).
+    uncached_bytes: AtomicU64,
     offset_index: RwLock<SparseIndex>,
     time_index: RwLock<SparseIndex>,
     created_ms: i64,
@@ -127,6 +130,7 @@ impl Segment {
             max_timestamp: AtomicI64::new(-1),
             verified_bytes: AtomicU64::new(0),
             synced_bytes: AtomicU64::new(0),
+            uncached_bytes: AtomicU64::new(0),
             offset_index: RwLock::new(SparseIndex::new(IndexKind::Offset)),
             time_index: RwLock::new(SparseIndex::new(IndexKind::Time)),
             created_ms: now_ms,
@@ -160,6 +164,7 @@ impl Segment {
             max_timestamp: AtomicI64::new(-1),
             verified_bytes: AtomicU64::new(0),
             synced_bytes: AtomicU64::new(file_len),
+            uncached_bytes: AtomicU64::new(file_len),
             offset_index: RwLock::new(SparseIndex::new(IndexKind::Offset)),
             time_index: RwLock::new(SparseIndex::new(IndexKind::Time)),
             created_ms: now_ms,
@@ -526,6 +531,83 @@ impl Segment {
         Ok(size)
     }
 
+    /// Bytes at the start of the file whose page cache was dropped.
+    pub fn uncached_bytes(&self) -> u64 {
+        self.uncached_bytes.load(Ordering::Acquire)
+    }
+
+    /// Drops the page cache of the bytes below `position` that are on disk
+    /// (fdatasync'ed): the pages are clean copies of the file, so nothing is
+    /// lost, and a later read of them goes to the disk. Freed pages are what
+    /// the kernel hands out next, so appends keep writing into recycled
+    /// memory instead of growing the page cache. Called only by the flush,
+    /// one caller at a time.
+    pub fn drop_cache_below(&self, position: u64) -> Result<()> {
+        let start = self.uncached_bytes();
+        let end = position.min(self.synced_bytes.load(Ordering::Acquire));
+        if end <= start {
+            return Ok(());
+        }
+        assert!(end <= self.map.len() as u64, "drop past the mapping");
+        let page_bytes = page_bytes();
+        let map_start = start - start % page_bytes;
+        // SAFETY: `map_start..end` lies inside the mapping (asserted above;
+        // `map_start` is page-aligned as madvise requires). The mapping is a
+        // read-only shared file mapping, so MADV_DONTNEED only unmaps its
+        // pages: a reader touching them again maps them back from the page
+        // cache or the file, seeing the same bytes.
+        let rc = unsafe {
+            libc::madvise(
+                self.map.as_ptr().add(map_start as usize) as *mut libc::c_void,
+                (end - map_start) as usize,
+                libc::MADV_DONTNEED,
+            )
+        };
+        if rc != 0 {
+            return Err(StorageError::io(
+                &self.log_path,
+                std::io::Error::last_os_error(),
+            ));
+        }
+        // SAFETY: plain syscall on an open descriptor.
+        let rc = unsafe {
+            libc::posix_fadvise(
+                self.file.as_raw_fd(),
+                start as libc::off_t,
+                (end - start) as libc::off_t,
+                libc::POSIX_FADV_DONTNEED,
+            )
+        };
+        if rc != 0 {
+            return Err(StorageError::io(
+                &self.log_path,
+                std::io::Error::from_raw_os_error(rc),
+            ));
+        }
+        self.uncached_bytes.store(end, Ordering::Release);
+        Ok(())
+    }
+
+    /// Pages of bytes `from..to` in the page cache (mincore), for tests.
+    #[cfg(test)]
+    pub fn resident_pages(&self, from: u64, to: u64) -> usize {
+        let page_bytes = page_bytes();
+        let from = from - from % page_bytes;
+        assert!(from <= to && to <= self.map.len() as u64);
+        let mut resident = vec![0u8; (to - from).div_ceil(page_bytes) as usize];
+        // SAFETY: the range lies inside the mapping (asserted) and starts on a
+        // page; `resident` has one byte per page of it.
+        let rc = unsafe {
+            libc::mincore(
+                self.map.as_ptr().add(from as usize) as *mut libc::c_void,
+                (to - from) as usize,
+                resident.as_mut_ptr(),
+            )
+        };
+        assert_eq!(rc, 0, "mincore: {}", std::io::Error::last_os_error());
+        resident.iter().filter(|&&page| page & 1 == 1).count()
+    }
+
     pub fn needs_sync(&self) -> bool {
         self.synced_bytes.load(Ordering::Acquire) < self.size_bytes()
     }
@@ -592,6 +674,12 @@ fn map_file(file: &File, path: &Path, len: u64) -> Result<Bytes> {
     let map = unsafe { memmap2::MmapOptions::new().len(len as usize).map(file) }
         .map_err(|e| StorageError::io(path, e))?;
     Ok(Bytes::from_owner(map))
+}
+
+fn page_bytes() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let bytes = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(bytes).unwrap_or(4096).max(1)
 }
 
 fn preallocate(file: &File, path: &Path, from: u64, to: u64) -> Result<()> {

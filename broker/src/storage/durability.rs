@@ -8,19 +8,6 @@
 //! A failed fsync poisons the partition: after it, the page cache may have
 //! dropped the dirty pages, so neither a retry nor a later append may be
 //! acknowledged.
-//!
-//! # The page-cache window
-//!
-//! With `cache_window_bytes` set, each flush then drops the page cache of
-//! what is on disk and more than the window behind the end of the log.
-//! Appends then write into just-freed pages instead of growing the page
-//! cache into memory the machine has not touched: on virtual machines whose
-//! host takes back free guest memory (free page reporting, ballooning), a
-//! fresh page costs a fault in the host, and a broker writing 5 GB ran at
-//! half the speed and three times the CPU of one recycling its pages (see
-//! BENCHMARKS.md). The price is that consumers further behind than the
-//! window read from disk. Only bytes this process wrote are dropped;
-//! segments found on disk at start-up are left as the kernel has them.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -29,7 +16,7 @@ use super::error::{Result, StorageError};
 use super::format::{encode_checkpoint, RECOVERY_CHECKPOINT_FILE};
 use super::log::{lock, PartitionLog, Shared};
 use super::segment::{sync_dir, write_file_atomically, Segment};
-use super::{FlushPolicy, CACHE_DROP_STEP_BYTES};
+use super::FlushPolicy;
 
 impl PartitionLog {
     pub async fn wait_durable(&self, offset: i64) -> Result<()> {
@@ -89,44 +76,9 @@ impl Shared {
             return Err(error);
         }
         self.durable_end.fetch_max(target, Ordering::AcqRel);
-        if let Some(window_bytes) = self.config().cache_window_bytes {
-            self.drop_cache_behind(window_bytes);
-        }
         self.batches_since_flush.store(0, Ordering::Relaxed);
         self.last_flush_ms.store((self.clock)(), Ordering::Relaxed);
         Ok(target)
-    }
-
-    /// Drops the page cache of synced bytes more than `window_bytes` behind
-    /// the end of the log, newest segment first, stopping at the first
-    /// rolled segment already wholly dropped (the ones before it are too). A
-    /// failed drop only costs memory, so it is logged, not returned.
-    fn drop_cache_behind(&self, window_bytes: u64) {
-        let segments = self.segments_snapshot();
-        let mut keep_bytes = window_bytes;
-        for (newest_first, segment) in segments.iter().rev().enumerate() {
-            let size = segment.size_bytes();
-            let rolled = newest_first > 0;
-            if rolled && segment.uncached_bytes() >= size {
-                break;
-            }
-            if keep_bytes >= size {
-                keep_bytes -= size;
-                continue;
-            }
-            let drop_below = size - keep_bytes;
-            keep_bytes = 0;
-            // A rolled segment goes whole; the active one in steps.
-            let drop_below = if rolled && drop_below == size {
-                size
-            } else {
-                drop_below - drop_below % CACHE_DROP_STEP_BYTES
-            };
-            if let Err(error) = segment.drop_cache_below(drop_below) {
-                tracing::warn!(topic = %self.topic, partition = self.partition, %error, "dropping flushed pages from the page cache failed");
-                return;
-            }
-        }
     }
 
     fn check_writable_or_closed(&self) -> Result<()> {

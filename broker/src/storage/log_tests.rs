@@ -267,11 +267,11 @@ async fn periodic_flush_policy() {
     assert!(!log.shared().has_pending_closed());
 }
 
-/// With a page-cache window, a flush drops what is on disk and further behind
-/// the log end than the window: rolled segments wholly, nothing unflushed,
-/// and every batch still reads back intact (from disk).
+/// With a page-cache window, a background pass drops what lies further
+/// behind the log end than the window (rolled segments wholly), writing it
+/// back first, and every batch still reads back intact (from disk).
 #[test]
-fn cache_window_drops_flushed_pages_behind_it() {
+fn cache_window_drops_pages_behind_it() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::at(0);
     let window_bytes = 40 * 1024;
@@ -284,7 +284,7 @@ fn cache_window_drops_flushed_pages_behind_it() {
         cache_window_bytes: Some(window_bytes),
         ..small_config()
     };
-    let (_manager, log) = open(dir.path(), config, &clock);
+    let (manager, log) = open(dir.path(), config, &clock);
     let mut appended = Vec::new();
     for i in 0..60 {
         let b = batch(3, 1_000, i, i as u8);
@@ -295,10 +295,10 @@ fn cache_window_drops_flushed_pages_behind_it() {
     assert!(segments.len() > 5, "{} segments", segments.len());
     assert!(
         segments.iter().all(|s| s.uncached_bytes() == 0),
-        "nothing unflushed is dropped"
+        "appends alone drop nothing"
     );
 
-    log.flush().unwrap();
+    manager.background_pass(0, false);
     // Bytes after each segment's end, newest segment first.
     let mut behind = 0;
     let mut dropped_whole = 0;
@@ -337,6 +337,33 @@ fn cache_window_drops_flushed_pages_behind_it() {
         read_back.extend(chunk.into_iter().map(|(_, _, bytes)| bytes));
     }
     assert_eq!(read_back, appended);
+}
+
+/// A failed writeback while dropping pages poisons the partition as a failed
+/// flush does (the kernel reports the error once, to that call).
+#[test]
+fn cache_window_writeback_failure_poisons() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::at(0);
+    let config = LogConfig {
+        segment_bytes: 16 * 1024,
+        cache_window_bytes: Some(0),
+        ..small_config()
+    };
+    let (manager, log) = open(dir.path(), config, &clock);
+    for i in 0..20 {
+        log.append(&batch(3, 1_000, i, i as u8)).unwrap();
+    }
+    // Nothing is left for the pass to flush, so the failure is the drop's.
+    log.flush().unwrap();
+    log.shared()
+        .fail_next_sync
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    manager.background_pass(0, false);
+    assert!(matches!(
+        log.append(&batch(1, 10, 0, 0)),
+        Err(StorageError::Poisoned { .. })
+    ));
 }
 
 /// Lookup by timestamp returns the first record at or after the timestamp, across segments.

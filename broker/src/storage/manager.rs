@@ -245,6 +245,9 @@ impl LogManager {
                     tracing::error!(topic = %topic, partition, %error, "flush failed");
                 }
             }
+            if let Some(window_bytes) = config.cache_window_bytes {
+                shared.trim_page_cache(window_bytes);
+            }
             // Failing here (a full disk) is not an error of its own: the
             // roll then creates the segment and reports what it finds.
             if let Err(error) = shared.prepare_next_segment(now_ms) {

@@ -7,6 +7,7 @@
 //! - [`log`]: [`PartitionLog`], appends, reads, rolls.
 //! - [`prepare`]: the next segment's file, created and reserved ahead of the roll.
 //! - [`durability`]: group commit, flushes, the recovery checkpoint.
+//! - [`cache_window`]: an optional bound on the page cache a partition keeps.
 //! - [`recovery`]: opening a partition directory, validating what a crash may have torn.
 //! - [`retention`] and [`compaction`]: background removal of old data.
 //! - [`manager`]: [`LogManager`], all partitions of a data directory.
@@ -38,6 +39,7 @@
 //! such bytes are never served, and the log is not cut, since the data after
 //! them was acknowledged and is intact.
 
+pub mod cache_window;
 pub mod compaction;
 pub mod durability;
 pub mod error;
@@ -111,7 +113,7 @@ pub struct LogConfig {
     pub flush: FlushPolicy,
     /// Keep at most this many bytes behind the end of the log in the page
     /// cache once they are on disk; `None` leaves the page cache to the
-    /// kernel (Kafka's behaviour). See [`durability`].
+    /// kernel (Kafka's behaviour). See [`cache_window`].
     pub cache_window_bytes: Option<u64>,
 }
 
@@ -140,7 +142,7 @@ pub const SEGMENT_BYTES_MAX: u64 = i32::MAX as u64;
 /// `segment_bytes` of disk per partition even for idle partitions.
 pub const PREALLOCATE_CHUNK_BYTES: u64 = 16 * 1024 * 1024;
 /// The page cache of the active segment is dropped in steps of this many
-/// bytes, so a flush per request (sync mode) costs at most one drop per step.
+/// bytes, so a slow partition is not visited with a syscall per pass.
 pub const CACHE_DROP_STEP_BYTES: u64 = 4 * 1024 * 1024;
 
 impl LogConfig {

@@ -67,6 +67,8 @@ pub struct Segment {
     /// Prefix whose page cache this process dropped (or never wrote: a
     /// segment found on disk starts fully counted).
     uncached_bytes: AtomicU64,
+    /// Prefix whose writeback `start_writeback` has started.
+    writeback_started_bytes: AtomicU64,
     offset_index: RwLock<SparseIndex>,
     time_index: RwLock<SparseIndex>,
     created_ms: i64,
@@ -131,6 +133,7 @@ impl Segment {
             verified_bytes: AtomicU64::new(0),
             synced_bytes: AtomicU64::new(0),
             uncached_bytes: AtomicU64::new(0),
+            writeback_started_bytes: AtomicU64::new(0),
             offset_index: RwLock::new(SparseIndex::new(IndexKind::Offset)),
             time_index: RwLock::new(SparseIndex::new(IndexKind::Time)),
             created_ms: now_ms,
@@ -165,6 +168,7 @@ impl Segment {
             verified_bytes: AtomicU64::new(0),
             synced_bytes: AtomicU64::new(file_len),
             uncached_bytes: AtomicU64::new(file_len),
+            writeback_started_bytes: AtomicU64::new(file_len),
             offset_index: RwLock::new(SparseIndex::new(IndexKind::Offset)),
             time_index: RwLock::new(SparseIndex::new(IndexKind::Time)),
             created_ms: now_ms,
@@ -536,19 +540,33 @@ impl Segment {
         self.uncached_bytes.load(Ordering::Acquire)
     }
 
-    /// Drops the page cache of the bytes below `position` that are on disk
-    /// (fdatasync'ed): the pages are clean copies of the file, so nothing is
-    /// lost, and a later read of them goes to the disk. Freed pages are what
-    /// the kernel hands out next, so appends keep writing into recycled
-    /// memory instead of growing the page cache. Called only by the flush,
+    /// Drops the page cache of the bytes below `position`, writing back any
+    /// still dirty first: the pages are then clean copies of the file, so
+    /// nothing is lost, and a later read of them goes to the disk. Freed
+    /// pages are what the kernel hands out next, so appends keep writing into
+    /// recycled memory instead of growing the page cache. Durability is not
+    /// touched: this waits for the writeback of the range only, the flush
+    /// still decides what is fdatasync'ed. Called by the background pass,
     /// one caller at a time.
+    ///
+    /// An error is a failed writeback, which this call reports in place of
+    /// the next fdatasync (the kernel reports a writeback error once per
+    /// open file): the caller must treat it as a failed flush. Failing to
+    /// drop pages only costs memory and is logged.
     pub fn drop_cache_below(&self, position: u64) -> Result<()> {
         let start = self.uncached_bytes();
-        let end = position.min(self.synced_bytes.load(Ordering::Acquire));
+        let end = position.min(self.size_bytes());
         if end <= start {
             return Ok(());
         }
         assert!(end <= self.map.len() as u64, "drop past the mapping");
+        self.sync_range(
+            start,
+            end,
+            libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                | libc::SYNC_FILE_RANGE_WRITE
+                | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+        )?;
         let page_bytes = page_bytes();
         let map_start = start - start % page_bytes;
         // SAFETY: `map_start..end` lies inside the mapping (asserted above;
@@ -564,10 +582,9 @@ impl Segment {
             )
         };
         if rc != 0 {
-            return Err(StorageError::io(
-                &self.log_path,
-                std::io::Error::last_os_error(),
-            ));
+            let error = std::io::Error::last_os_error();
+            tracing::warn!(path = %self.log_path.display(), %error, "madvise(DONTNEED) failed");
+            return Ok(());
         }
         // SAFETY: plain syscall on an open descriptor.
         let rc = unsafe {
@@ -579,13 +596,48 @@ impl Segment {
             )
         };
         if rc != 0 {
-            return Err(StorageError::io(
-                &self.log_path,
-                std::io::Error::from_raw_os_error(rc),
-            ));
+            let error = std::io::Error::from_raw_os_error(rc);
+            tracing::warn!(path = %self.log_path.display(), %error, "posix_fadvise(DONTNEED) failed");
+            return Ok(());
         }
         self.uncached_bytes.store(end, Ordering::Release);
         Ok(())
+    }
+
+    /// Starts (without waiting for) the writeback of whole pages appended
+    /// since the last call, so that by the time they leave the cache window
+    /// they are clean and the drop does not wait for the disk.
+    pub fn start_writeback(&self) -> Result<()> {
+        let from = self.writeback_started_bytes.load(Ordering::Acquire);
+        let size = self.size_bytes();
+        let to = size - size % page_bytes();
+        if to <= from {
+            return Ok(());
+        }
+        self.sync_range(from, to, libc::SYNC_FILE_RANGE_WRITE)?;
+        self.writeback_started_bytes.store(to, Ordering::Release);
+        Ok(())
+    }
+
+    fn sync_range(&self, from: u64, to: u64, flags: libc::c_uint) -> Result<()> {
+        loop {
+            // SAFETY: plain syscall on an open descriptor.
+            let rc = unsafe {
+                libc::sync_file_range(
+                    self.file.as_raw_fd(),
+                    from as libc::off64_t,
+                    (to - from) as libc::off64_t,
+                    flags,
+                )
+            };
+            if rc == 0 {
+                return Ok(());
+            }
+            let error = std::io::Error::last_os_error();
+            if error.kind() != std::io::ErrorKind::Interrupted {
+                return Err(StorageError::io(&self.log_path, error));
+            }
+        }
     }
 
     /// Pages of bytes `from..to` in the page cache (mincore), for tests.

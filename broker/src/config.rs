@@ -552,6 +552,9 @@ mod tests {
         assert_eq!(config.quic_listen.unwrap().port(), 1001);
         assert_eq!(config.metrics_listen, None);
         assert_eq!(config.topic.partitions, 4);
+        assert_eq!(config.topic.cache_window_bytes, -1);
+        let window = Config::from_toml("[topic]\ncache_window_bytes = 268435456\n").unwrap();
+        assert_eq!(window.topic.cache_window_bytes, 256 << 20);
     }
 
     /// Limits that the server could not honour are refused at start.
@@ -563,6 +566,7 @@ mod tests {
             &["skiffd", "--connection-inflight-bytes-max", "5000000000"],
             &["skiffd", "--topic-partitions", "0"],
             &["skiffd", "--offsets-topic-partitions", "0"],
+            &["skiffd", "--topic-cache-window-bytes", "-2"],
             &[
                 "skiffd",
                 "--group-min-session-timeout-ms",

@@ -245,13 +245,15 @@ impl LogManager {
                     tracing::error!(topic = %topic, partition, %error, "flush failed");
                 }
             }
-            if let Some(window_bytes) = config.cache_window_bytes {
-                shared.trim_page_cache(window_bytes);
-            }
             // Failing here (a full disk) is not an error of its own: the
             // roll then creates the segment and reports what it finds.
             if let Err(error) = shared.prepare_next_segment(now_ms) {
                 tracing::debug!(topic = %topic, partition, %error, "next segment not prepared");
+            }
+            // After the preparation, which appends may be waiting for: the
+            // trim can wait for the disk.
+            if let Some(window_bytes) = config.cache_window_bytes {
+                shared.trim_page_cache(window_bytes);
             }
             if !run_maintenance {
                 continue;

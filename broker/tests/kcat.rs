@@ -224,3 +224,108 @@ fn kcat_idempotent_producer() -> Result<()> {
     );
     Ok(())
 }
+
+/// Pages of `path` in the page cache (mincore over a fresh mapping).
+fn resident_pages(path: &std::path::Path) -> Result<usize> {
+    let file = std::fs::File::open(path)?;
+    let len = file.metadata()?.len() as usize;
+    if len == 0 {
+        return Ok(0);
+    }
+    // SAFETY: a read-only shared mapping of a file this test only reads.
+    let map = unsafe { memmap2::Mmap::map(&file)? };
+    // SAFETY: sysconf has no preconditions.
+    let page_bytes = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })?;
+    let mut resident = vec![0u8; len.div_ceil(page_bytes)];
+    // SAFETY: the pointer and length describe the mapping; `resident` has a
+    // byte per page of it.
+    let rc = unsafe {
+        libc::mincore(
+            map.as_ptr() as *mut libc::c_void,
+            len,
+            resident.as_mut_ptr(),
+        )
+    };
+    if rc != 0 {
+        bail!("mincore: {}", std::io::Error::last_os_error());
+    }
+    Ok(resident.iter().filter(|&&page| page & 1 == 1).count())
+}
+
+/// With `--topic-cache-window-bytes`, the broker drops the page cache of
+/// old segments (checked with mincore where the filesystem has a disk), and
+/// kcat still reads every record back from the start (from disk).
+#[test]
+fn kcat_reads_back_through_a_dropped_cache_window() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let broker = Skiffd::start(
+        dir.path(),
+        &[
+            "--topic-segment-bytes",
+            "65536",
+            "--topic-cache-window-bytes",
+            "131072",
+        ],
+    )?;
+    let mut client = broker.connect()?;
+    assert_eq!(client.create_topic("windowed", 1, &[])?, 0);
+    let records: Vec<(String, String)> = (0..1_500)
+        .map(|i| (format!("key-{i}"), format!("{i:04}-{}", "v".repeat(1_000))))
+        .collect();
+    let input: String = records.iter().map(|(k, v)| format!("{k}:{v}\n")).collect();
+    kcat(
+        &broker,
+        &[
+            "-P",
+            "-t",
+            "windowed",
+            "-p",
+            "0",
+            "-K:",
+            "-X",
+            "acks=all",
+            // Small batches, so that segments of 64 KiB roll often.
+            "-X",
+            "batch.num.messages=10",
+        ],
+        Some(&input),
+    )?;
+
+    let partition_dir = dir.path().join("windowed-0");
+    let mut logs: Vec<_> = std::fs::read_dir(&partition_dir)?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == "log"))
+        .collect();
+    logs.sort();
+    assert!(logs.len() > 10, "{} segments", logs.len());
+    // The background pass runs every 100 ms.
+    let oldest = &logs[0];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    // SAFETY: statfs on a valid path into a zeroed struct.
+    let tmpfs = unsafe {
+        let mut stat: libc::statfs = std::mem::zeroed();
+        let path = std::ffi::CString::new(partition_dir.as_os_str().as_encoded_bytes())?;
+        libc::statfs(path.as_ptr(), &mut stat) == 0 && stat.f_type == libc::TMPFS_MAGIC
+    };
+    if !tmpfs {
+        while resident_pages(oldest)? > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} still cached",
+                oldest.display()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let newest = &logs[logs.len() - 1];
+        assert!(
+            resident_pages(newest)? > 0,
+            "the window itself stays cached"
+        );
+    }
+
+    let consumed = consume_all(&broker, "windowed", 1)?;
+    assert_eq!(consumed.get(&0), Some(&records));
+    drop(client);
+    assert_eq!(broker.stop()?, 0);
+    Ok(())
+}

@@ -8,8 +8,8 @@
 //! into just-freed pages instead of growing the page cache into memory the
 //! machine has not touched: on virtual machines whose host takes back free
 //! guest memory (free page reporting, ballooning), a fresh page costs a
-//! fault in the host, and a broker writing 5 GB ran at less than half the
-//! speed and four times the CPU of one recycling its pages (BENCHMARKS.md).
+//! fault in the host, and a broker writing 5 GB ran at half the speed and
+//! three to four times the CPU of one recycling its pages (BENCHMARKS.md).
 //! The price is that consumers further behind than the window read from
 //! disk. Durability is untouched: dropping clean pages is what the kernel's
 //! own reclaim does; the flush still decides what is fdatasync'ed. Segments

@@ -112,7 +112,7 @@ fn sample_batch() -> Vec<u8> {
 /// Recomputes the CRC after a test corrupted a covered field on purpose, so
 /// that the test reaches the check it is about.
 fn fix_crc(buf: &mut [u8]) {
-    let crc = crc32c::crc32c(&buf[CRC_COVERED_FROM..]);
+    let crc = skiff_protocol::batch::crc32c(&buf[CRC_COVERED_FROM..]);
     buf[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
 }
 

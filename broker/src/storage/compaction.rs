@@ -223,7 +223,7 @@ fn clean_segment(
         let batch_length = (batch.len() - LOG_OVERHEAD_BYTES) as i32;
         batch[8..12].copy_from_slice(&batch_length.to_be_bytes());
         batch[57..61].copy_from_slice(&(kept.len() as i32).to_be_bytes());
-        let crc = crc32c::crc32c(&batch[CRC_COVERED_FROM..]);
+        let crc = skiff_protocol::batch::crc32c(&batch[CRC_COVERED_FROM..]);
         batch[CRC_OFFSET..CRC_COVERED_FROM].copy_from_slice(&crc.to_be_bytes());
     }
     Ok(changed.then_some(out))

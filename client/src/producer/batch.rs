@@ -232,7 +232,7 @@ pub(crate) fn restamp(
     buf[PRODUCER_ID_AT..PRODUCER_ID_AT + 8].copy_from_slice(&producer_id.to_be_bytes());
     buf[PRODUCER_EPOCH_AT..PRODUCER_EPOCH_AT + 2].copy_from_slice(&producer_epoch.to_be_bytes());
     buf[BASE_SEQUENCE_AT..BASE_SEQUENCE_AT + 4].copy_from_slice(&base_sequence.to_be_bytes());
-    let crc = crc32c::crc32c(&buf[CRC_COVERED_FROM..]);
+    let crc = skiff_protocol::batch::crc32c(&buf[CRC_COVERED_FROM..]);
     buf[CRC_OFFSET..CRC_COVERED_FROM].copy_from_slice(&crc.to_be_bytes());
     buf.freeze()
 }

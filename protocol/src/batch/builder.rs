@@ -209,7 +209,7 @@ impl RecordBatchBuilder {
         header[51..53].copy_from_slice(&config.producer_epoch.to_be_bytes());
         header[53..57].copy_from_slice(&config.base_sequence.to_be_bytes());
         header[57..61].copy_from_slice(&self.records_count.to_be_bytes());
-        let crc = crc32c::crc32c(&out[CRC_COVERED_FROM..]);
+        let crc = super::crc32c(&out[CRC_COVERED_FROM..]);
         out[CRC_OFFSET..CRC_COVERED_FROM].copy_from_slice(&crc.to_be_bytes());
         Ok(Bytes::from(out))
     }

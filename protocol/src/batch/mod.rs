@@ -27,6 +27,7 @@
 mod attributes;
 mod builder;
 pub mod compression;
+mod crc;
 mod reader;
 mod record;
 pub mod varint;
@@ -34,6 +35,7 @@ mod view;
 
 pub use attributes::{Attributes, Compression, TimestampType};
 pub use builder::{RecordBatchBuilder, RecordBatchBuilderConfig};
+pub use crc::crc32c;
 pub use reader::BatchReader;
 pub use record::{Header, HeaderIter, Record, RecordIter, RecordShape};
 pub use view::{

@@ -183,7 +183,7 @@ impl RecordBatchView {
 
     /// CRC-32C over attributes..end, as the header's `crc` field should hold.
     pub fn compute_crc(&self) -> u32 {
-        crc32c::crc32c(&self.bytes[CRC_COVERED_FROM..])
+        super::crc32c(&self.bytes[CRC_COVERED_FROM..])
     }
 
     /// Checks the CRC-32C and the compression codec id. Does not decode records.
@@ -320,6 +320,6 @@ pub fn set_log_append_time(buf: &mut [u8], timestamp_ms: i64) {
     let attributes = i16::from_be_bytes([buf[21], buf[22]]) | 0x08;
     buf[21..23].copy_from_slice(&attributes.to_be_bytes());
     buf[35..43].copy_from_slice(&timestamp_ms.to_be_bytes());
-    let crc = crc32c::crc32c(&buf[CRC_COVERED_FROM..total]);
+    let crc = super::crc32c(&buf[CRC_COVERED_FROM..total]);
     buf[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
 }

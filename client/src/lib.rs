@@ -27,10 +27,12 @@
 //!   coordinator lookup and offset commits.
 //! - [`admin`]: topics, offsets, cluster metadata.
 //! - [`net`]: addresses, TCP and QUIC transports, version negotiation.
+//! - [`allocator`]: an opt-in glibc setting for bulk transfers.
 
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod allocator;
 pub mod client;
 pub mod consumer;
 pub mod error;

@@ -11,6 +11,8 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() {
+    // Bulk produce and consume over QUIC; see the module.
+    skiff_client::allocator::retain_freed_memory();
     let args = cli::Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -197,6 +197,10 @@ pub struct Consumer {
     group: Option<group::GroupState>,
 }
 
+/// Rounds of "send, then absorb what completed at once" in one poll: each
+/// round adds at most one response per broker to the records it returns.
+const IMMEDIATE_FETCH_ROUNDS_MAX: usize = 3;
+
 // Applications share consumers across threads (`Arc<Mutex<Consumer>>`,
 // `&Consumer` in scoped threads); keep both.
 const _: fn() = || {
@@ -364,13 +368,7 @@ impl Consumer {
             while let Some(Some(done)) = self.fetches_mut().next().now_or_never() {
                 self.absorb(done, &mut records);
             }
-            self.send_fetches();
-            // Takes the new fetches to their first wait, which writes their
-            // requests: the broker serves them while the application
-            // handles the records this poll returns.
-            while let Some(Some(done)) = self.fetches_mut().next().now_or_never() {
-                self.absorb(done, &mut records);
-            }
+            self.send_and_start_fetches(&mut records);
             if !records.is_empty() || Instant::now() >= deadline {
                 return Ok(records);
             }
@@ -440,6 +438,26 @@ impl Consumer {
     }
 
     /// Sends a fetch to every leader that has none in flight.
+    /// Sends what fetches are due and takes them to their first wait, which
+    /// writes their requests: the broker serves them while the application
+    /// handles the records this poll returns. A fetch can also complete in
+    /// that first poll (its answer arrived while this thread was preempted
+    /// on a busy machine); its partitions then get their next fetch sent
+    /// too, so that one is in flight when the records are returned.
+    fn send_and_start_fetches(&mut self, records: &mut Vec<ConsumerRecord>) {
+        for _ in 0..IMMEDIATE_FETCH_ROUNDS_MAX {
+            self.send_fetches();
+            let mut completed = false;
+            while let Some(Some(done)) = self.fetches_mut().next().now_or_never() {
+                self.absorb(done, records);
+                completed = true;
+            }
+            if !completed {
+                return;
+            }
+        }
+    }
+
     fn send_fetches(&mut self) {
         let now = Instant::now();
         let mut by_leader: HashMap<i32, Vec<(TopicPartition, i64, u64)>> = HashMap::new();

@@ -36,6 +36,7 @@ fn workload(
     command: String,
 ) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.client_threads(kind))
         .enable_all()
         .build()
         .context("starting the async runtime")?;
@@ -43,7 +44,7 @@ fn workload(
         SkiffConnector::connect(
             &target.bootstrap,
             target.quic_cert,
-            args.partition_fetch_bytes,
+            args.partition_fetch_bytes(),
         )
         .await
     });

@@ -243,6 +243,16 @@ impl Report {
             self.machine.cpu_model,
             self.machine.kernel
         );
+        let setting = |name: &str| self.settings.get(name).and_then(serde_json::Value::as_u64);
+        if let (Some(threads), Some(fetch)) =
+            (setting("client_threads"), setting("partition_fetch_bytes"))
+        {
+            let _ = writeln!(
+                out,
+                "   client:  {threads} worker thread(s), fetches up to {} KiB per partition",
+                fetch / 1024
+            );
+        }
         if let Some(limits) = &self.limits {
             let _ = writeln!(
                 out,

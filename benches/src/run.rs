@@ -184,7 +184,7 @@ where
         workload: format!("{kind:?}").to_lowercase(),
         scenario,
         command,
-        settings: settings_json(args, &topics, produce_plan.rate_per_s),
+        settings: settings_json(kind, args, &topics, produce_plan.rate_per_s),
         machine: Machine::describe(),
         broker: broker_info,
         loopback_limit_mb_per_s: limits.map(|l: Limits| l.loopback_tcp.mb_per_s),
@@ -578,7 +578,12 @@ pub fn external_bootstrap(bootstrap: &str, transport: Transport) -> String {
     }
 }
 
-fn settings_json(args: &WorkloadArgs, topics: &[String], rate: Option<f64>) -> serde_json::Value {
+fn settings_json(
+    kind: WorkloadKind,
+    args: &WorkloadArgs,
+    topics: &[String],
+    rate: Option<f64>,
+) -> serde_json::Value {
     let keys = match args.keys {
         KeyDistribution::None => "none".to_string(),
         other => other.to_string(),
@@ -601,6 +606,8 @@ fn settings_json(args: &WorkloadArgs, topics: &[String], rate: Option<f64>) -> s
         "warmup_s": args.warmup.as_secs_f64(),
         "transport": args.transport,
         "durability": args.durability,
+        "partition_fetch_bytes": args.partition_fetch_bytes(),
+        "client_threads": args.client_threads(kind),
     })
 }
 

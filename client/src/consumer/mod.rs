@@ -437,7 +437,6 @@ impl Consumer {
         Ok(())
     }
 
-    /// Sends a fetch to every leader that has none in flight.
     /// Sends what fetches are due and takes them to their first wait, which
     /// writes their requests: the broker serves them while the application
     /// handles the records this poll returns. A fetch can also complete in
@@ -458,6 +457,7 @@ impl Consumer {
         }
     }
 
+    /// Sends a fetch to every leader that has none in flight.
     fn send_fetches(&mut self) {
         let now = Instant::now();
         let mut by_leader: HashMap<i32, Vec<(TopicPartition, i64, u64)>> = HashMap::new();

@@ -54,6 +54,7 @@ pub use group::{
 pub use metadata::{ClusterMetadata, PartitionMetadata, TopicMetadata};
 pub use net::{BrokerAddress, QuicTrust, Transport};
 pub use producer::{
-    Acks, DeliveryFuture, Partitioner, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
+    Acks, Deliveries, DeliveryFuture, DeliveryReport, Partitioner, Producer, ProducerConfig,
+    ProducerRecord, RecordMetadata,
 };
 pub use skiff_protocol::batch::Compression;

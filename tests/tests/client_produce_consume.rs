@@ -764,3 +764,116 @@ async fn waiting_for_buffer_memory_sends_open_batches_at_once() -> anyhow::Resul
     }
     Ok(())
 }
+
+/// `send_many` places, batches and delivers records as one `send` each
+/// would: keyed ones on their murmur2 partition, keyless ones sticky, in
+/// order; a buffer too small for the call makes it wait mid-way for
+/// batches to complete rather than fail; the report gives every record the
+/// offset it was read back at.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_many_delivers_every_record_in_order() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let broker = Broker::start(skiffd_bin!(), dir.path())?;
+    for transport in TRANSPORTS {
+        let client = broker.client(transport).await?;
+        let topic = topic_name("send-many", transport);
+        create_topic(&client, &topic, 4).await?;
+        let config = ProducerConfig {
+            batch_size: 4 * 1024,
+            // Two calls' worth of batches at most: the calls wait for memory.
+            buffer_memory: 16 * 1024,
+            ..quick_producer(Acks::All)
+        };
+        let producer = Producer::new(client.clone(), config).await?;
+        let keys: Vec<String> = (0..400).map(|i| format!("key-{i}")).collect();
+        let values: Vec<String> = (0..400).map(|i| format!("value-{i:0>200}")).collect();
+        let mut calls = Vec::new();
+        for chunk in 0..4 {
+            let range = chunk * 100..(chunk + 1) * 100;
+            let records: Vec<ProducerRecord<'_>> = range
+                .map(|i| {
+                    let record = ProducerRecord::new(&topic, values[i].as_bytes());
+                    // Half the calls keyed, half keyless.
+                    if chunk % 2 == 0 {
+                        record.key(keys[i].as_bytes())
+                    } else {
+                        record
+                    }
+                })
+                .collect();
+            let deliveries = producer.send_many(&records).await?;
+            ensure!(deliveries.len() == 100);
+            calls.push((chunk, deliveries));
+        }
+        let mut written = BTreeMap::new();
+        for (chunk, deliveries) in calls {
+            let report = deliveries.await.into_result()?;
+            ensure!(report.len() == 100 && report.failed_records() == 0);
+            for (i, metadata) in (chunk * 100..).zip(report.iter()) {
+                let metadata = metadata.map_err(Clone::clone)?;
+                if chunk % 2 == 0 {
+                    ensure!(metadata.partition == partition_for_key(keys[i].as_bytes(), 4));
+                }
+                written.insert((metadata.partition, metadata.offset), i);
+            }
+        }
+        ensure!(written.len() == 400, "offsets repeat: {}", written.len());
+        let records = consume_all(&client, &topic, 400, WAIT).await?;
+        ensure!(records.len() == 400, "read back {}", records.len());
+        for record in &records {
+            let i = written
+                .get(&(record.partition, record.offset))
+                .with_context(|| format!("no report for {}@{}", record.partition, record.offset))?;
+            ensure!(record.value.as_deref() == Some(values[*i].as_bytes()));
+        }
+        producer.close().await?;
+    }
+    Ok(())
+}
+
+/// A call with one bad record (too large, or for a partition the topic
+/// lacks) is refused whole: none of its records is queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_many_refuses_a_call_with_a_bad_record_whole() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let broker = Broker::start(skiffd_bin!(), dir.path())?;
+    let client = broker.client(Transport::Tcp).await?;
+    create_topic(&client, "many-refused", 2).await?;
+    let config = ProducerConfig {
+        max_request_size: 10_000,
+        ..quick_producer(Acks::All)
+    };
+    let producer = Producer::new(client.clone(), config).await?;
+    let huge = vec![0u8; 20_000];
+    let good = ProducerRecord::new("many-refused", b"good");
+    let refused = producer
+        .send_many(&[good, ProducerRecord::new("many-refused", &huge), good])
+        .await;
+    ensure!(
+        matches!(
+            refused,
+            Err(Error::RecordTooLarge {
+                limit: "max_request_size",
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    let refused = producer.send_many(&[good, good.partition(2)]).await;
+    ensure!(
+        matches!(refused, Err(Error::UnknownPartition { partition: 2, .. })),
+        "{refused:?}"
+    );
+    let report = producer
+        .send_many(&[good.partition(0), good.partition(1)])
+        .await?
+        .await
+        .into_result()?;
+    let offsets: Vec<_> = report.iter().map(|m| m.ok().map(|m| m.offset)).collect();
+    ensure!(
+        offsets == [Some(0), Some(0)],
+        "the refused calls left traces: {offsets:?}"
+    );
+    producer.close().await?;
+    Ok(())
+}

@@ -142,11 +142,16 @@ pub(crate) struct SealFailure {
     pub error: Error,
 }
 
-/// Where a record went.
-pub(crate) struct Appended {
-    pub outcome: Arc<BatchOutcome>,
+/// Where a record went: its batch's outcome, partition and index in the batch.
+pub(crate) struct Placed<'a> {
+    pub outcome: &'a Arc<BatchOutcome>,
     pub partition: i32,
     pub index: i32,
+}
+
+/// A record appended: what the caller's `placed` made of its placement.
+pub(crate) struct Appended<R> {
+    pub placed: R,
     /// A batch was sealed (or a new one opened): the sender should look.
     pub wake_sender: bool,
 }
@@ -257,7 +262,13 @@ impl Accumulator {
     /// them and answers how many it took, or `None` if they are not free
     /// now; then nothing changes and the caller waits for `MemoryNeeded`
     /// bytes. Records that join an open batch take nothing.
-    pub fn append(
+    ///
+    /// `placed` is shown where the record went, before its batch may be
+    /// sealed: a caller keeping runs of records of one batch takes a
+    /// reference to the batch's outcome once per run, not per record (an
+    /// atomic increment per record stalls on the record copy before it).
+    #[allow(clippy::too_many_arguments)]
+    pub fn append<R>(
         &mut self,
         topic: &str,
         partition: i32,
@@ -267,7 +278,8 @@ impl Accumulator {
         // Only read when a batch is opened: a clock read per record is a
         // measurable share of the producer's time.
         now: impl FnOnce() -> Instant,
-    ) -> Result<Appended, MemoryNeeded> {
+        placed: impl FnOnce(Placed<'_>) -> R,
+    ) -> Result<Appended<R>, MemoryNeeded> {
         assert!(
             (0..partitions).contains(&partition),
             "partition checked by the caller"
@@ -335,20 +347,19 @@ impl Accumulator {
             .unwrap_or_else(|| unreachable!("opened above"));
         open.builder
             .append(record.timestamp, record.key, record.value, record.headers);
-        let appended = Appended {
-            outcome: Arc::clone(&open.outcome),
+        let placed = placed(Placed {
+            outcome: &open.outcome,
             partition,
             index: open.builder.records_count() - 1,
-            wake_sender,
-        };
+        });
         if open.builder.estimated_bytes() >= batch_size {
             self.seal(topic, partition);
-            return Ok(Appended {
-                wake_sender: true,
-                ..appended
-            });
+            wake_sender = true;
         }
-        Ok(appended)
+        Ok(Appended {
+            placed,
+            wake_sender,
+        })
     }
 
     /// Builds the open batch of a partition and queues it. A batch that
@@ -493,7 +504,7 @@ mod tests {
     fn completed_batch_buffers_are_reused() {
         let mut acc = Accumulator::new(ProducerIdentity::NONE, Compression::None, 200, 400);
         let now = Instant::now();
-        acc.append("t", 0, 1, &record(b"first"), Some, || now)
+        acc.append("t", 0, 1, &record(b"first"), Some, || now, |_| ())
             .unwrap();
         acc.seal("t", 0);
         let first = acc.topics[0].partitions[0].ready.pop_front().unwrap();
@@ -507,7 +518,7 @@ mod tests {
         acc.recycle(shared);
         assert_eq!(acc.spare_buffers.len(), 1);
 
-        acc.append("t", 0, 1, &record(b"second"), Some, || now)
+        acc.append("t", 0, 1, &record(b"second"), Some, || now, |_| ())
             .unwrap();
         assert!(acc.spare_buffers.is_empty());
         acc.seal("t", 0);
@@ -538,7 +549,7 @@ mod tests {
         let now = Instant::now();
         let value = [7u8; 50];
         for _ in 0..7 {
-            acc.append("t", 0, 2, &record(&value), Some, || now)
+            acc.append("t", 0, 2, &record(&value), Some, || now, |_| ())
                 .unwrap();
         }
         acc.seal("t", 0);
@@ -577,14 +588,14 @@ mod tests {
             Some(wanted)
         };
         for _ in 0..3 {
-            acc.append("t", 0, 1, &record(b"abc"), &mut take, || now)
+            acc.append("t", 0, 1, &record(b"abc"), &mut take, || now, |_| ())
                 .unwrap();
         }
-        let refused = acc.append("t", 1, 2, &record(b"abc"), |_| None, || now);
+        let refused = acc.append("t", 1, 2, &record(b"abc"), |_| None, || now, |_| ());
         assert_eq!(refused.err(), Some(MemoryNeeded { bytes: 200 }));
         assert!(acc.queues("t").unwrap().partitions[1].open.is_none());
         let big = [0u8; 500];
-        acc.append("t", 0, 1, &record(&big), &mut take, || now)
+        acc.append("t", 0, 1, &record(&big), &mut take, || now, |_| ())
             .unwrap();
         assert_eq!(
             asked,
@@ -609,7 +620,7 @@ mod tests {
         let mut acc = Accumulator::new(ProducerIdentity::NONE, Compression::None, 1 << 20, 0);
         let first = acc.sticky_partition("t", 8);
         assert_eq!(acc.sticky_partition("t", 8), first);
-        acc.append("t", first, 8, &record(b"x"), Some, Instant::now)
+        acc.append("t", first, 8, &record(b"x"), Some, Instant::now, |_| ())
             .unwrap();
         assert_eq!(acc.sticky_partition("t", 8), first);
         acc.seal("t", first);
@@ -628,7 +639,7 @@ mod tests {
         );
         let now = Instant::now();
         for _ in 0..3 {
-            acc.append("t", 0, 1, &record(b"abc"), Some, || now)
+            acc.append("t", 0, 1, &record(b"abc"), Some, || now, |_| ())
                 .unwrap();
         }
         acc.queues_mut("t").unwrap().partitions[0].ready.pop_front();

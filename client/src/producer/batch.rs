@@ -36,6 +36,25 @@ pub(crate) struct BatchAck {
     pub log_append_time_ms: i64,
 }
 
+impl BatchAck {
+    /// The metadata of the batch's record at `index`, created at `timestamp`.
+    pub(crate) fn record(&self, partition: i32, index: i32, timestamp: i64) -> RecordMetadata {
+        RecordMetadata {
+            partition,
+            offset: if self.base_offset >= 0 {
+                self.base_offset + i64::from(index)
+            } else {
+                -1
+            },
+            timestamp: if self.log_append_time_ms >= 0 {
+                self.log_append_time_ms
+            } else {
+                timestamp
+            },
+        }
+    }
+}
+
 #[derive(Default)]
 struct OutcomeState {
     result: Option<Result<BatchAck>>,
@@ -63,6 +82,30 @@ impl BatchOutcome {
         for waker in wakers {
             waker.wake();
         }
+    }
+
+    /// The batch's result once it has completed. Until then the waker is
+    /// registered, in `waker_slot`: a waiter's first poll takes a slot and
+    /// later polls reuse it, so re-polling does not grow the list.
+    pub(crate) fn poll_result(
+        &self,
+        cx: &mut Context<'_>,
+        waker_slot: &mut Option<usize>,
+    ) -> Poll<Result<BatchAck>> {
+        let Ok(mut state) = self.state.lock() else {
+            return Poll::Ready(Err(Error::Closed("producer")));
+        };
+        if let Some(result) = &state.result {
+            return Poll::Ready(result.clone());
+        }
+        match *waker_slot {
+            Some(slot) if slot < state.wakers.len() => state.wakers[slot].clone_from(cx.waker()),
+            _ => {
+                *waker_slot = Some(state.wakers.len());
+                state.wakers.push(cx.waker().clone());
+            }
+        }
+        Poll::Pending
     }
 }
 
@@ -114,41 +157,9 @@ impl Future for DeliveryFuture {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        let Ok(mut state) = this.outcome.state.lock() else {
-            return Poll::Ready(Err(Error::Closed("producer")));
-        };
-        match &state.result {
-            Some(Ok(ack)) => {
-                let offset = if ack.base_offset >= 0 {
-                    ack.base_offset + i64::from(this.index)
-                } else {
-                    -1
-                };
-                let timestamp = if ack.log_append_time_ms >= 0 {
-                    ack.log_append_time_ms
-                } else {
-                    this.timestamp
-                };
-                Poll::Ready(Ok(RecordMetadata {
-                    partition: this.partition,
-                    offset,
-                    timestamp,
-                }))
-            }
-            Some(Err(error)) => Poll::Ready(Err(error.clone())),
-            None => {
-                match this.waker_slot {
-                    Some(slot) if slot < state.wakers.len() => {
-                        state.wakers[slot].clone_from(cx.waker());
-                    }
-                    _ => {
-                        this.waker_slot = Some(state.wakers.len());
-                        state.wakers.push(cx.waker().clone());
-                    }
-                }
-                Poll::Pending
-            }
-        }
+        this.outcome
+            .poll_result(cx, &mut this.waker_slot)
+            .map(|result| result.map(|ack| ack.record(this.partition, this.index, this.timestamp)))
     }
 }
 

@@ -27,6 +27,7 @@
 
 mod accumulator;
 mod batch;
+mod deliveries;
 mod partitioner;
 mod sender;
 
@@ -40,11 +41,12 @@ use skiff_protocol::ErrorCode;
 use tokio::sync::{Notify, Semaphore, SemaphorePermit};
 
 pub use batch::{DeliveryFuture, RecordMetadata};
+pub use deliveries::{Deliveries, DeliveryReport};
 pub use partitioner::{DefaultPartitioner, Partitioner};
 
 use crate::client::Client;
 use crate::error::{Error, Result};
-use accumulator::{Accumulator, ProducerIdentity, RecordParts};
+use accumulator::{Accumulator, MemoryNeeded, ProducerIdentity, RecordParts};
 
 /// How many replicas must have a batch before the broker answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -238,6 +240,16 @@ impl<'a> ProducerRecord<'a> {
         self
     }
 
+    fn parts(&self, timestamp: i64, estimated_bytes: usize) -> RecordParts<'a> {
+        RecordParts {
+            timestamp,
+            key: self.key,
+            value: self.value,
+            headers: self.headers,
+            estimated_bytes,
+        }
+    }
+
     fn estimated_bytes(&self) -> usize {
         const RECORD_OVERHEAD_BYTES: usize = 24;
         let headers: usize = self
@@ -299,6 +311,85 @@ pub(crate) struct Shared {
     pub retried_batches: AtomicU64,
     pub epoch_bumps: AtomicU64,
     pub first_failure: Mutex<Option<Error>>,
+}
+
+impl Shared {
+    /// The record's partition: its own, the partitioner's, or the sticky one.
+    fn choose_partition(
+        &self,
+        acc: &mut Accumulator,
+        record: &ProducerRecord<'_>,
+        partitions: i32,
+    ) -> Result<i32> {
+        let partition = match record.partition {
+            Some(partition) => partition,
+            None => match self.config.partitioner.partition(
+                record.topic,
+                record.key,
+                record.value,
+                partitions,
+            ) {
+                Some(partition) => partition,
+                None => acc.sticky_partition(record.topic, partitions),
+            },
+        };
+        check_partition(record.topic, partition, partitions)?;
+        Ok(partition)
+    }
+
+    /// Takes `wanted` bytes of buffer memory for a new batch: what `held`
+    /// has, topped up if that much is free now; `None` (taking nothing)
+    /// if it is not. The bytes are released when the batch completes.
+    fn reserve_now<'a>(
+        &'a self,
+        held: &mut Option<SemaphorePermit<'a>>,
+        wanted: usize,
+    ) -> Option<usize> {
+        // A batch never waits for more than all of buffer_memory.
+        let wanted = wanted.min(self.config.buffer_memory);
+        let have = held.as_ref().map_or(0, |p| p.num_permits());
+        if have < wanted {
+            let missing = u32::try_from(wanted - have).ok()?;
+            let more = self.buffer.try_acquire_many(missing).ok()?;
+            hold(held, more);
+        }
+        held.as_mut()?.split(wanted)?.forget();
+        Some(wanted)
+    }
+
+    /// Waits, outside the accumulator's lock, until `held` has the bytes a
+    /// new batch needs.
+    async fn wait_for_memory<'a>(
+        &'a self,
+        held: &mut Option<SemaphorePermit<'a>>,
+        needed: MemoryNeeded,
+    ) -> Result<()> {
+        let wanted = needed.bytes.min(self.config.buffer_memory);
+        let have = held.as_ref().map_or(0, |p| p.num_permits());
+        let missing =
+            u32::try_from(wanted.saturating_sub(have)).map_err(|_| Error::Closed("producer"))?;
+        let waiting = MemoryWaiter::new(self);
+        let more = self
+            .buffer
+            .acquire_many(missing)
+            .await
+            .map_err(|_| Error::Closed("producer"))?;
+        drop(waiting);
+        hold(held, more);
+        Ok(())
+    }
+}
+
+fn check_partition(topic: &str, partition: i32, partitions: i32) -> Result<()> {
+    if (0..partitions).contains(&partition) {
+        Ok(())
+    } else {
+        Err(Error::UnknownPartition {
+            topic: topic.to_string(),
+            partition,
+            partitions,
+        })
+    }
 }
 
 /// Sends records to a cluster. Share it behind an `Arc`; `send` takes `&self`.
@@ -386,39 +477,11 @@ impl Producer {
     /// the buffer is full, and for the topic's metadata the first time.
     pub async fn send(&self, record: ProducerRecord<'_>) -> Result<DeliveryFuture> {
         let shared = &self.shared;
-        if shared.closing.load(Ordering::Acquire) {
-            return Err(Error::Closed("producer"));
-        }
-        let reserved = record.estimated_bytes();
-        if reserved > shared.config.max_request_size {
-            return Err(Error::RecordTooLarge {
-                record_bytes: reserved,
-                limit: "max_request_size",
-                limit_bytes: shared.config.max_request_size,
-            });
-        }
-        if reserved > shared.config.buffer_memory {
-            return Err(Error::RecordTooLarge {
-                record_bytes: reserved,
-                limit: "buffer_memory",
-                limit_bytes: shared.config.buffer_memory,
-            });
-        }
-        // Stale metadata still tells the partition count; refreshing it is
-        // the sender's job, so a broker restart does not fail sends.
-        let topic = match shared.client.cached_topic(record.topic) {
-            Some(topic) => topic,
-            None => shared.client.topic(record.topic).await?,
-        };
-        let partitions = topic.partition_count();
+        self.check_open()?;
+        let estimated_bytes = self.checked_estimate(&record)?;
+        let partitions = self.partition_count(record.topic).await?;
         let timestamp = record.timestamp.unwrap_or_else(now_ms);
-        let parts = RecordParts {
-            timestamp,
-            key: record.key,
-            value: record.value,
-            headers: record.headers,
-            estimated_bytes: reserved,
-        };
+        let parts = record.parts(timestamp, estimated_bytes);
         // buffer_memory taken while waiting for a new batch's share and not
         // yet handed to a batch; given back if this future is dropped.
         let mut held: Option<SemaphorePermit<'_>> = None;
@@ -428,65 +491,21 @@ impl Producer {
                     .accumulator
                     .lock()
                     .map_err(|_| Error::Closed("producer"))?;
-                let partition = match record.partition {
-                    Some(partition) => partition,
-                    None => match shared.config.partitioner.partition(
-                        record.topic,
-                        record.key,
-                        record.value,
-                        partitions,
-                    ) {
-                        Some(partition) => partition,
-                        None => acc.sticky_partition(record.topic, partitions),
-                    },
-                };
-                if !(0..partitions).contains(&partition) {
-                    return Err(Error::UnknownPartition {
-                        topic: record.topic.to_string(),
-                        partition,
-                        partitions,
-                    });
-                }
-                let reserve = |wanted: usize| {
-                    // A batch never waits for more than all of buffer_memory.
-                    let wanted = wanted.min(shared.config.buffer_memory);
-                    let have = held.as_ref().map_or(0, |p| p.num_permits());
-                    if have < wanted {
-                        let missing = u32::try_from(wanted - have).ok()?;
-                        let more = shared.buffer.try_acquire_many(missing).ok()?;
-                        hold(&mut held, more);
-                    }
-                    // Released when the batch completes.
-                    held.as_mut()?.split(wanted)?.forget();
-                    Some(wanted)
-                };
+                let partition = shared.choose_partition(&mut acc, &record, partitions)?;
                 acc.append(
                     record.topic,
                     partition,
                     partitions,
                     &parts,
-                    reserve,
+                    |wanted| shared.reserve_now(&mut held, wanted),
                     Instant::now,
+                    |placed| (Arc::clone(placed.outcome), placed.partition, placed.index),
                 )
             };
             match attempt {
                 Ok(appended) => break appended,
-                Err(needed) => {
-                    // Wait outside the lock, then try again: meanwhile
-                    // another send may have opened the batch.
-                    let wanted = needed.bytes.min(shared.config.buffer_memory);
-                    let have = held.as_ref().map_or(0, |p| p.num_permits());
-                    let missing = u32::try_from(wanted.saturating_sub(have))
-                        .map_err(|_| Error::Closed("producer"))?;
-                    let waiting = MemoryWaiter::new(shared);
-                    let more = shared
-                        .buffer
-                        .acquire_many(missing)
-                        .await
-                        .map_err(|_| Error::Closed("producer"))?;
-                    drop(waiting);
-                    hold(&mut held, more);
-                }
+                // Another send may open the batch meanwhile: try again.
+                Err(needed) => shared.wait_for_memory(&mut held, needed).await?,
             }
         };
         // What is still held (more than the batch took) goes back on drop.
@@ -494,12 +513,139 @@ impl Producer {
         if appended.wake_sender {
             shared.wake.notify_one();
         }
-        Ok(DeliveryFuture::new(
-            appended.outcome,
-            appended.partition,
-            appended.index,
-            timestamp,
-        ))
+        let (outcome, partition, index) = appended.placed;
+        Ok(DeliveryFuture::new(outcome, partition, index, timestamp))
+    }
+
+    /// Queues `records` in order and returns one future for the delivery of
+    /// them all, which resolves to a [`DeliveryReport`] of each record's
+    /// metadata or error. Records are placed, batched and delivered exactly
+    /// as by one [`send`](Producer::send) each, but take the producer's lock
+    /// once per batch rather than once per record and share a future per
+    /// batch: the way to produce at high rates (as librdkafka's
+    /// `produce_batch`). Records without a timestamp get the time of the call.
+    ///
+    /// Every record's size, topic and explicit partition are checked before
+    /// any is queued, so such an error queues none. Waits while the buffer
+    /// is full; dropping the call during that wait leaves the records
+    /// queued so far to be delivered unreported, as a dropped
+    /// [`DeliveryFuture`] does.
+    pub async fn send_many(&self, records: &[ProducerRecord<'_>]) -> Result<Deliveries> {
+        let shared = &self.shared;
+        self.check_open()?;
+        // (first record, partition count) of each stretch of one topic.
+        let mut topic_runs: Vec<(usize, i32)> = Vec::new();
+        for (at, record) in records.iter().enumerate() {
+            self.checked_estimate(record)?;
+            let partitions = match topic_runs.last() {
+                Some(&(first, partitions)) if records[first].topic == record.topic => partitions,
+                _ => {
+                    let partitions = self.partition_count(record.topic).await?;
+                    topic_runs.push((at, partitions));
+                    partitions
+                }
+            };
+            if let Some(partition) = record.partition {
+                check_partition(record.topic, partition, partitions)?;
+            }
+        }
+        let now = now_ms();
+        let mut deliveries = Deliveries::with_capacity(records.len());
+        let mut held: Option<SemaphorePermit<'_>> = None;
+        let mut next = 0;
+        let mut topic_run = 0;
+        while next < records.len() {
+            let mut wake_sender = false;
+            let needed = {
+                let mut acc = shared
+                    .accumulator
+                    .lock()
+                    .map_err(|_| Error::Closed("producer"))?;
+                let mut needed = None;
+                // Until the buffer is full, or a batch opens or is sealed:
+                // then the lock is let go, so the sender can take it.
+                while let Some(record) = records.get(next) {
+                    if topic_runs
+                        .get(topic_run + 1)
+                        .is_some_and(|&(first, _)| first <= next)
+                    {
+                        topic_run += 1;
+                    }
+                    let partitions = topic_runs[topic_run].1;
+                    let partition = shared.choose_partition(&mut acc, record, partitions)?;
+                    let timestamp = record.timestamp.unwrap_or(now);
+                    let parts = record.parts(timestamp, record.estimated_bytes());
+                    match acc.append(
+                        record.topic,
+                        partition,
+                        partitions,
+                        &parts,
+                        |wanted| shared.reserve_now(&mut held, wanted),
+                        Instant::now,
+                        |placed| deliveries.push(placed, timestamp),
+                    ) {
+                        Ok(appended) => {
+                            wake_sender = appended.wake_sender;
+                            next += 1;
+                            if wake_sender {
+                                break;
+                            }
+                        }
+                        Err(memory) => {
+                            needed = Some(memory);
+                            break;
+                        }
+                    }
+                }
+                needed
+            };
+            if wake_sender {
+                shared.wake.notify_one();
+            }
+            if let Some(needed) = needed {
+                shared.wait_for_memory(&mut held, needed).await?;
+            }
+        }
+        drop(held);
+        Ok(deliveries)
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.shared.closing.load(Ordering::Acquire) {
+            return Err(Error::Closed("producer"));
+        }
+        Ok(())
+    }
+
+    /// The record's size estimate, if it fits a request and the buffer.
+    fn checked_estimate(&self, record: &ProducerRecord<'_>) -> Result<usize> {
+        let config = &self.shared.config;
+        let estimated_bytes = record.estimated_bytes();
+        for (limit, limit_bytes) in [
+            ("max_request_size", config.max_request_size),
+            ("buffer_memory", config.buffer_memory),
+        ] {
+            if estimated_bytes > limit_bytes {
+                return Err(Error::RecordTooLarge {
+                    record_bytes: estimated_bytes,
+                    limit,
+                    limit_bytes,
+                });
+            }
+        }
+        Ok(estimated_bytes)
+    }
+
+    /// The topic's partition count. Stale metadata still tells it;
+    /// refreshing it is the sender's job, so a broker restart does not fail
+    /// sends.
+    async fn partition_count(&self, topic: &str) -> Result<i32> {
+        let client = &self.shared.client;
+        let metadata = match client.cached_topic(topic) {
+            Some(metadata) => metadata,
+            None => client.topic(topic).await?,
+        };
+        Ok(metadata.partition_count())
     }
 
     /// Sends everything queued now, without waiting for linger, and waits

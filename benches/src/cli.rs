@@ -235,6 +235,11 @@ pub struct WorkloadArgs {
     /// Compression codec of produced batches.
     #[arg(long, value_enum, default_value_t = Compression::None)]
     pub compression: Compression,
+    /// Records a producer hands to the client per call: 1 (the default) is
+    /// the one-record send most applications use; more use the client's
+    /// many-record send, as Iggy's bench sends batches of 1 000 messages.
+    #[arg(long, default_value_t = 1)]
+    pub records_per_send: usize,
     /// Produce requests in flight per connection.
     #[arg(long, default_value_t = 5)]
     pub max_in_flight: usize,
@@ -351,6 +356,9 @@ impl WorkloadArgs {
         }
         if self.message_size < 8 && kind == WorkloadKind::E2e {
             return Err("e2e needs --message-size of at least 8 bytes (the send timestamp)".into());
+        }
+        if self.records_per_send == 0 {
+            return Err("--records-per-send must be at least 1".into());
         }
         if self.max_in_flight == 0 {
             return Err("--max-in-flight must be at least 1".into());

@@ -44,25 +44,31 @@ impl Pacer {
     /// The intended send time of the next record. The caller waits until then
     /// if it is in the future, and otherwise sends at once (catching up).
     pub fn next_intended(&mut self, now: Instant) -> Instant {
-        let index = self.scheduled;
-        self.scheduled += 1;
+        let intended = self.peek(now);
+        self.advance();
+        intended
+    }
+
+    /// The intended send time of the next record, leaving it unscheduled.
+    pub fn peek(&self, now: Instant) -> Instant {
         match self.interval_ns {
             None => now,
             Some(interval_ns) => {
-                self.start + Duration::from_nanos((index as f64 * interval_ns) as u64)
+                self.start + Duration::from_nanos((self.scheduled as f64 * interval_ns) as u64)
             }
         }
+    }
+
+    /// Schedules the next record (at the time `peek` gave).
+    pub fn advance(&mut self) {
+        self.scheduled += 1;
     }
 
     /// How far behind schedule the sender is at `now` (zero when on time).
     pub fn lag(&self, now: Instant) -> Duration {
         match self.interval_ns {
             None => Duration::ZERO,
-            Some(interval_ns) => {
-                let due =
-                    self.start + Duration::from_nanos((self.scheduled as f64 * interval_ns) as u64);
-                now.saturating_duration_since(due)
-            }
+            Some(_) => now.saturating_duration_since(self.peek(now)),
         }
     }
 }

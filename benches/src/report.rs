@@ -247,9 +247,10 @@ impl Report {
         if let (Some(threads), Some(fetch)) =
             (setting("client_threads"), setting("partition_fetch_bytes"))
         {
+            let per_send = setting("records_per_send").unwrap_or(1);
             let _ = writeln!(
                 out,
-                "   client:  {threads} worker thread(s), fetches up to {} KiB per partition",
+                "   client:  {threads} worker thread(s), fetches up to {} KiB per partition, {per_send} record(s) per send",
                 fetch / 1024
             );
         }

@@ -36,6 +36,12 @@ impl Latency {
         self.histogram.saturating_record(micros);
     }
 
+    /// Records `count` samples of the same latency.
+    pub fn record_n(&mut self, latency: Duration, count: u64) {
+        let micros = (latency.as_micros() as u64).clamp(1, LATENCY_MAX_US);
+        self.histogram.saturating_record_n(micros, count);
+    }
+
     pub fn merge(&mut self, other: &Latency) {
         // Same bounds on both sides, so `add` cannot fail; keep the first error visible anyway.
         if let Err(error) = self.histogram.add(&other.histogram) {

@@ -42,12 +42,25 @@ pub struct PartitionRange {
     pub end_offset: i64,
 }
 
-/// What the broker acknowledged for one record.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Ack {
-    pub partition: i32,
-    /// -1 when acks=0 (the broker answers nothing).
-    pub offset: i64,
+/// One record of a send call.
+#[derive(Clone, Debug)]
+pub struct BenchRecord {
+    pub key: Option<Bytes>,
+    pub value: Bytes,
+}
+
+/// What the broker acknowledged for the records of one send call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Acked {
+    /// The call's one record went to this partition.
+    One { partition: i32 },
+    /// Several records: `(partition, records, delivered)` for each stretch
+    /// of consecutive records that went to one partition, in send order,
+    /// and the first failure if any were not delivered.
+    Many {
+        runs: Vec<(i32, u64, bool)>,
+        first_error: Option<String>,
+    },
 }
 
 /// One delivered record as the engine sees it: borrowed, never copied.
@@ -95,18 +108,20 @@ pub trait Connector: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Self::Consumer>> + Send;
 }
 
-/// Sends records and hands back one acknowledgement future per record.
+/// Sends records and hands back one acknowledgement future per call.
 pub trait BenchProducer: Send + 'static {
-    /// Resolves when the broker acknowledged the record (or it failed).
-    type AckFuture: Future<Output = Result<Ack>> + Send + Unpin + 'static;
+    /// Resolves when the broker acknowledged the call's records (or the
+    /// whole call failed).
+    type AckFuture: Future<Output = Result<Acked>> + Send + Unpin + 'static;
 
-    /// Hands one record to the producer, waiting while its buffer is full
-    /// (back-pressure), and returns the future of its acknowledgement.
+    /// Hands records to the producer, waiting while its buffer is full
+    /// (back-pressure), and returns the future of their acknowledgement. A
+    /// call of one record uses the client's one-record send, as most
+    /// applications do; more use its many-record send.
     fn send(
         &mut self,
         topic_index: usize,
-        key: Option<Bytes>,
-        value: Bytes,
+        records: &[BenchRecord],
         timestamp_ms: i64,
     ) -> impl Future<Output = Result<Self::AckFuture>> + Send;
 

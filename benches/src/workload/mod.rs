@@ -115,6 +115,8 @@ pub struct ProducePlan {
     pub keys: KeySpace,
     pub seed: u64,
     pub message_size: u64,
+    /// Records per send call.
+    pub records_per_send: usize,
     /// Total records/s over all producers; `None` = saturate.
     pub rate_per_s: Option<f64>,
     pub amount: Amount,
@@ -240,6 +242,7 @@ pub async fn produce_phase<C: Connector>(
             rate_per_s: plan.rate_per_s.map(|rate| rate / plan.producers as f64),
             keys: plan.keys.generator(plan.seed.wrapping_add(index as u64)),
             payload: base_payload.clone(),
+            records_per_send: plan.records_per_send,
             stamp: plan.stamp,
             clock,
             live: Arc::clone(live),

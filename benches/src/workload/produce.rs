@@ -1,5 +1,11 @@
 //! One producer task: paced sends, keys, and acknowledgement latency.
 //!
+//! Records go to the producer in calls of `records_per_send` (one by
+//! default, the one-record send most applications use). A call goes when
+//! its last record is due, and each of its records is timed from its own
+//! intended send time, so gathering records into a call shows up in their
+//! latency as it would in an application's.
+//!
 //! Acknowledgements are kept in send order and checked after every send; a
 //! Kafka connection answers requests in order, so the oldest pending ack is
 //! (nearly always) the next to complete. While waiting for the next intended
@@ -14,7 +20,7 @@ use std::time::Instant;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::driver::{Ack, BenchProducer};
+use super::driver::{Acked, BenchProducer, BenchRecord};
 use super::{Clock, Live};
 use crate::keys::KeyGenerator;
 use crate::pacer::Pacer;
@@ -39,6 +45,8 @@ pub struct ProducerJob {
     pub rate_per_s: Option<f64>,
     pub keys: KeyGenerator,
     pub payload: Bytes,
+    /// Records per send call (1: the client's one-record send).
+    pub records_per_send: usize,
     /// Write the intended send time (unix ns, big-endian) into the first 8 value bytes.
     pub stamp: bool,
     pub clock: Clock,
@@ -59,42 +67,95 @@ pub struct ProducerOutcome {
     pub partitions: PartitionCounts,
 }
 
+/// One send call waiting for its acknowledgement.
 struct Pending {
-    intended: Instant,
+    /// Intended send times of the call's first and last record; the
+    /// schedule is even in between.
+    first_intended: Instant,
+    last_intended: Instant,
+    records: u64,
+    record_bytes: u64,
     topic_index: usize,
-    bytes: u64,
     measured: bool,
+}
+
+impl Pending {
+    /// The intended send time of the call's record at `index`.
+    fn intended(&self, index: u64) -> Instant {
+        if index == 0 || self.records < 2 {
+            return self.first_intended;
+        }
+        let span = self.last_intended - self.first_intended;
+        self.first_intended + span.mul_f64(index as f64 / (self.records - 1) as f64)
+    }
 }
 
 impl ProducerOutcome {
     /// `now` is when the ack was seen: the caller reads the clock once for
     /// all the acks of a batch that complete together.
-    fn record(&mut self, result: anyhow::Result<Ack>, pending: Pending, now: Instant, live: &Live) {
-        match result {
-            Ok(ack) => {
-                self.acked += 1;
-                live.acked.fetch_add(1, Relaxed);
-                live.acked_bytes.fetch_add(pending.bytes, Relaxed);
-                if !self.partitions.add(pending.topic_index, ack.partition, 1) {
-                    self.error(
-                        format!("ack names partition {} outside the topic", ack.partition),
-                        live,
-                    );
+    fn record(
+        &mut self,
+        result: anyhow::Result<Acked>,
+        pending: Pending,
+        now: Instant,
+        live: &Live,
+    ) {
+        let acked = match result {
+            Ok(Acked::One { partition }) => self.acked(&pending, partition, 1, live),
+            Ok(Acked::Many { runs, first_error }) => {
+                let mut acked = 0;
+                for (partition, records, delivered) in runs {
+                    if delivered {
+                        acked += self.acked(&pending, partition, records, live);
+                    }
                 }
-                if pending.measured {
-                    self.latency.record(now - pending.intended);
-                    self.measured_records += 1;
-                    self.measured_bytes += pending.bytes;
-                    self.last_measured_ack = Some(now);
+                let failed = pending.records.saturating_sub(acked);
+                if failed > 0 {
+                    let error = first_error.unwrap_or_else(|| "no error reported".into());
+                    self.errors(failed, format!("produce failed: {error}"), live);
+                }
+                acked
+            }
+            Err(error) => {
+                self.errors(pending.records, format!("produce failed: {error:#}"), live);
+                0
+            }
+        };
+        if pending.measured && acked > 0 {
+            if pending.first_intended == pending.last_intended {
+                self.latency.record_n(now - pending.first_intended, acked);
+            } else {
+                for index in 0..acked {
+                    self.latency.record(now - pending.intended(index));
                 }
             }
-            Err(error) => self.error(format!("produce failed: {error:#}"), live),
+            self.measured_records += acked;
+            self.measured_bytes += acked * pending.record_bytes;
+            self.last_measured_ack = Some(now);
         }
     }
 
-    fn error(&mut self, message: String, live: &Live) {
-        self.errors += 1;
-        live.errors.fetch_add(1, Relaxed);
+    /// Counts `records` of the call acknowledged on `partition`; returns
+    /// how many count as acknowledged.
+    fn acked(&mut self, pending: &Pending, partition: i32, records: u64, live: &Live) -> u64 {
+        if !self.partitions.add(pending.topic_index, partition, records) {
+            self.errors(
+                records,
+                format!("ack names partition {partition} outside the topic"),
+                live,
+            );
+            return 0;
+        }
+        self.acked += records;
+        live.acked.fetch_add(records, Relaxed);
+        live.acked_bytes
+            .fetch_add(records * pending.record_bytes, Relaxed);
+        records
+    }
+
+    fn errors(&mut self, records: u64, message: String, live: &Live) {
+        self.errors += records;
+        live.errors.fetch_add(records, Relaxed);
         self.first_error.get_or_insert(message);
     }
 }
@@ -117,28 +178,68 @@ pub async fn run<P: BenchProducer>(mut producer: P, mut job: ProducerJob) -> Pro
     let mut pending: VecDeque<(P::AckFuture, Pending)> = VecDeque::new();
     let mut measured_sent = 0u64;
     let record_bytes = job.payload.len() as u64;
+    let records_per_send = job.records_per_send.max(1);
+    let mut call: Vec<BenchRecord> = Vec::with_capacity(records_per_send);
+    let mut calls = 0u64;
     loop {
         let now = Instant::now();
         if live.abort.load(Relaxed) {
             break;
         }
-        let intended = pacer.next_intended(now);
+        let first_intended = pacer.peek(now);
         match job.stop {
-            StopRule::Until(deadline) if intended >= deadline => break,
+            StopRule::Until(deadline) if first_intended >= deadline => break,
             StopRule::Records(count) if measured_sent >= count => break,
             _ => {}
         }
+        let measured = first_intended >= job.measure_start;
+        // Gather the call: unpaced, every record is intended now.
+        let mut last_intended = first_intended;
+        // Unstamped values are all the payload: records of the previous call
+        // are reused, saving a reference count round trip per record.
+        let mut gathered = 0;
+        while gathered < records_per_send {
+            let intended = pacer.peek(now);
+            // A call neither straddles the end of the warm-up nor passes the stop.
+            let past_stop = match job.stop {
+                StopRule::Until(deadline) => intended >= deadline,
+                StopRule::Records(count) => measured && measured_sent + gathered as u64 >= count,
+            };
+            if past_stop || (intended >= job.measure_start) != measured {
+                break;
+            }
+            pacer.advance();
+            last_intended = intended;
+            let key = job.keys.next_key();
+            match call.get_mut(gathered) {
+                Some(record) if !job.stamp => record.key = key,
+                _ => {
+                    let value = if job.stamp {
+                        stamped_value(&job.payload, job.clock.unix_ns(intended))
+                    } else {
+                        job.payload.clone()
+                    };
+                    let record = BenchRecord { key, value };
+                    match call.get_mut(gathered) {
+                        Some(slot) => *slot = record,
+                        None => call.push(record),
+                    }
+                }
+            }
+            gathered += 1;
+        }
+        call.truncate(gathered);
         // Wait for the intended send time, timing acks that arrive meanwhile
         // (unpaced, `intended` is `now`: no second clock read).
-        while intended > now && intended > Instant::now() {
+        while last_intended > now && last_intended > Instant::now() {
             let step = match pending.front_mut() {
                 Some((ack, _)) => tokio::select! {
                     biased;
                     result = ack => Some(result),
-                    () = tokio::time::sleep_until(intended.into()) => None,
+                    () = tokio::time::sleep_until(last_intended.into()) => None,
                 },
                 None => {
-                    tokio::time::sleep_until(intended.into()).await;
+                    tokio::time::sleep_until(last_intended.into()).await;
                     None
                 }
             };
@@ -148,17 +249,11 @@ pub async fn run<P: BenchProducer>(mut producer: P, mut job: ProducerJob) -> Pro
                 }
             }
         }
-        let topic_index = (outcome.sent % job.topics as u64) as usize;
-        let measured = intended >= job.measure_start;
-        let value = if job.stamp {
-            stamped_value(&job.payload, job.clock.unix_ns(intended))
-        } else {
-            job.payload.clone()
-        };
-        let key = job.keys.next_key();
-        let timestamp_ms = job.clock.unix_ms(intended);
+        let topic_index = (calls % job.topics as u64) as usize;
+        calls += 1;
+        let timestamp_ms = job.clock.unix_ms(first_intended);
         // While `send` waits for buffer space, keep timing the acks that free it.
-        let send = producer.send(topic_index, key, value, timestamp_ms);
+        let send = producer.send(topic_index, &call, timestamp_ms);
         tokio::pin!(send);
         let sent = loop {
             let step = match pending.front_mut() {
@@ -178,32 +273,35 @@ pub async fn run<P: BenchProducer>(mut producer: P, mut job: ProducerJob) -> Pro
                 }
             }
         };
+        let records = call.len() as u64;
         match sent {
             Ok(ack) => {
                 pending.push_back((
                     ack,
                     Pending {
-                        intended,
+                        first_intended,
+                        last_intended,
+                        records,
+                        record_bytes,
                         topic_index,
-                        bytes: record_bytes,
                         measured,
                     },
                 ));
-                outcome.sent += 1;
-                live.sent.fetch_add(1, Relaxed);
+                outcome.sent += records;
+                live.sent.fetch_add(records, Relaxed);
                 if measured {
-                    measured_sent += 1;
+                    measured_sent += records;
                 }
             }
             Err(error) => {
-                outcome.error(format!("send failed: {error:#}"), &live);
+                outcome.errors(records, format!("send failed: {error:#}"), &live);
                 break;
             }
         }
         drain_ready(&mut pending, &mut outcome, &live).await;
     }
     if let Err(error) = producer.flush().await {
-        outcome.error(format!("flush failed: {error:#}"), &live);
+        outcome.errors(1, format!("flush failed: {error:#}"), &live);
     }
     while let Some((ack, meta)) = pending.pop_front() {
         let result = ack.await;
@@ -219,7 +317,7 @@ async fn drain_ready<F>(
     outcome: &mut ProducerOutcome,
     live: &Live,
 ) where
-    F: std::future::Future<Output = anyhow::Result<Ack>> + Unpin,
+    F: std::future::Future<Output = anyhow::Result<Acked>> + Unpin,
 {
     let mut seen_at = None;
     while let Some((ack, _)) = pending.front_mut() {

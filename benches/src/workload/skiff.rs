@@ -10,16 +10,15 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
-use bytes::Bytes;
 use skiff_client::{
-    Admin, Client, ClientConfig, Consumer, ConsumerConfig, DeliveryFuture, NewTopic, OffsetReset,
-    OffsetSpec, Producer, ProducerConfig, ProducerRecord, QuicTrust, TopicPartition,
+    Admin, Client, ClientConfig, Consumer, ConsumerConfig, Deliveries, DeliveryFuture, NewTopic,
+    OffsetReset, OffsetSpec, Producer, ProducerConfig, ProducerRecord, QuicTrust, TopicPartition,
 };
 use skiff_protocol::ErrorCode;
 
 use super::driver::{
-    Ack, Assignment, BenchConsumer, BenchProducer, Connector, Delivered, PartitionRange,
-    ProducerSettings,
+    Acked, Assignment, BenchConsumer, BenchProducer, BenchRecord, Connector, Delivered,
+    PartitionRange, ProducerSettings,
 };
 use crate::cli::{Acks, Compression};
 
@@ -214,21 +213,45 @@ pub struct SkiffProducer {
     topics: Vec<String>,
 }
 
-/// A delivery future with the client's error turned into the engine's.
-pub struct SkiffAck(DeliveryFuture);
+/// The client's delivery future(s) of a call, with its errors turned into
+/// the engine's.
+pub enum SkiffAck {
+    One(DeliveryFuture),
+    Many(Deliveries),
+}
 
 impl Future for SkiffAck {
-    type Output = Result<Ack>;
+    type Output = Result<Acked>;
 
-    fn poll(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.0).poll(context).map(|result| {
-            result
-                .map(|metadata| Ack {
-                    partition: metadata.partition,
-                    offset: metadata.offset,
+    fn poll(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            SkiffAck::One(delivery) => Pin::new(delivery).poll(context).map(|result| {
+                result
+                    .map(|metadata| Acked::One {
+                        partition: metadata.partition,
+                    })
+                    .map_err(anyhow::Error::from)
+            }),
+            SkiffAck::Many(deliveries) => Pin::new(deliveries).poll(context).map(|report| {
+                Ok(Acked::Many {
+                    runs: report
+                        .partition_runs()
+                        .map(|(partition, records, delivered)| {
+                            (partition, records as u64, delivered)
+                        })
+                        .collect(),
+                    first_error: report.first_error().map(|error| format!("{error:#}")),
                 })
-                .map_err(anyhow::Error::from)
-        })
+            }),
+        }
+    }
+}
+
+fn record<'a>(topic: &'a str, sent: &'a BenchRecord, timestamp_ms: i64) -> ProducerRecord<'a> {
+    let record = ProducerRecord::new(topic, &sent.value).timestamp(timestamp_ms);
+    match sent.key.as_deref() {
+        Some(key) => record.key(key),
+        None => record,
     }
 }
 
@@ -238,18 +261,24 @@ impl BenchProducer for SkiffProducer {
     async fn send(
         &mut self,
         topic_index: usize,
-        key: Option<Bytes>,
-        value: Bytes,
+        records: &[BenchRecord],
         timestamp_ms: i64,
     ) -> Result<SkiffAck> {
         let Some(topic) = self.topics.get(topic_index) else {
             bail!("topic index {topic_index} of {}", self.topics.len());
         };
-        let mut record = ProducerRecord::new(topic, &value).timestamp(timestamp_ms);
-        if let Some(key) = key.as_deref() {
-            record = record.key(key);
+        match records {
+            [one] => Ok(SkiffAck::One(
+                self.producer.send(record(topic, one, timestamp_ms)).await?,
+            )),
+            many => {
+                let many: Vec<ProducerRecord<'_>> = many
+                    .iter()
+                    .map(|sent| record(topic, sent, timestamp_ms))
+                    .collect();
+                Ok(SkiffAck::Many(self.producer.send_many(&many).await?))
+            }
         }
-        Ok(SkiffAck(self.producer.send(record).await?))
     }
 
     async fn flush(&mut self) -> Result<()> {

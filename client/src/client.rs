@@ -8,6 +8,7 @@
 //! refreshes collapse into one request.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -344,6 +345,36 @@ impl Client {
     /// Refreshes metadata for all topics this client has asked about.
     pub async fn refresh_metadata(&self) -> Result<()> {
         self.refresh_topics(&[], false).await
+    }
+
+    /// Refreshes the metadata in a background task, unless `refreshing`
+    /// says one is under way. `refreshing` stays set for `backoff` after the
+    /// answer, so a topic that stays without a leader (deleted, or not
+    /// created yet) costs one Metadata request per backoff, as Kafka's
+    /// `retry.backoff.ms` spaces metadata requests, instead of a request
+    /// loop. `woken` runs when the answer is in and again when the backoff
+    /// ends, for a caller waiting to use or retry it.
+    pub(crate) fn refresh_metadata_spaced(
+        &self,
+        refreshing: &Arc<AtomicBool>,
+        backoff: Duration,
+        woken: impl Fn() + Send + 'static,
+    ) {
+        if refreshing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let client = self.clone();
+        let refreshing = Arc::clone(refreshing);
+        tokio::spawn(async move {
+            client.invalidate_metadata();
+            if let Err(error) = client.refresh_metadata().await {
+                tracing::debug!(%error, "metadata refresh failed");
+            }
+            woken();
+            tokio::time::sleep(backoff).await;
+            refreshing.store(false, Ordering::Release);
+            woken();
+        });
     }
 
     /// Fetches the metadata of every topic in the cluster, and caches it.

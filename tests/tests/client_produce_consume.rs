@@ -877,3 +877,46 @@ async fn send_many_refuses_a_call_with_a_bad_record_whole() -> anyhow::Result<()
     producer.close().await?;
     Ok(())
 }
+
+/// A record for a topic deleted under the producer waits for a leader
+/// that never comes: the producer asks for metadata once per retry
+/// backoff meanwhile, not in a loop, and fails the record at its delivery
+/// timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_without_leader_is_asked_for_once_per_backoff() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let broker = Broker::start(skiffd_bin!(), dir.path())?;
+    let client = broker.client(Transport::Tcp).await?;
+    create_topic(&client, "vanishing", 1).await?;
+    let config = ProducerConfig {
+        retry_backoff: Duration::from_millis(100),
+        request_timeout: Duration::from_secs(1),
+        delivery_timeout: Duration::from_secs(2),
+        ..quick_producer(Acks::All)
+    };
+    let producer = Producer::new(client.clone(), config).await?;
+    let record = ProducerRecord::new("vanishing", b"value");
+    producer.send(record).await?.await?;
+    skiff_client::Admin::new(client.clone())
+        .delete_topic("vanishing")
+        .await?;
+    let metadata_requests = || {
+        skiff_tests::broker_metric(
+            &broker,
+            "skiff_requests_total{api=\"Metadata\",api_key=\"3\"}",
+        )
+    };
+    let before = metadata_requests()?;
+    let waiting = producer.send(record).await?;
+    let started = std::time::Instant::now();
+    let failed = waiting.await;
+    let seconds = started.elapsed().as_secs_f64();
+    let asked = metadata_requests()? - before;
+    ensure!(failed.is_err(), "delivered to a deleted topic: {failed:?}");
+    // One per 100 ms backoff, plus a few for the send's own lookups.
+    ensure!(
+        asked <= seconds * 10.0 + 5.0,
+        "{asked} Metadata requests in {seconds:.1} s"
+    );
+    Ok(())
+}

@@ -16,7 +16,7 @@ mod offsets;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -483,18 +483,12 @@ impl Consumer {
                 .push((tp.clone(), position, state.generation));
         }
         let stale = need_metadata || self.client.is_metadata_stale();
-        if stale && !self.metadata_refreshing.swap(true, Ordering::AcqRel) {
-            let client = self.client.clone();
-            let refreshing = Arc::clone(&self.metadata_refreshing);
-            let backoff = self.config.retry_backoff;
-            tokio::spawn(async move {
-                client.invalidate_metadata();
-                if let Err(error) = client.refresh_metadata().await {
-                    tracing::debug!(%error, "consumer metadata refresh failed");
-                    tokio::time::sleep(backoff).await;
-                }
-                refreshing.store(false, Ordering::Release);
-            });
+        if stale {
+            self.client.refresh_metadata_spaced(
+                &self.metadata_refreshing,
+                self.config.retry_backoff,
+                || {},
+            );
         }
         for (leader, requested) in by_leader {
             for (tp, _, _) in &requested {

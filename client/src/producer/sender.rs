@@ -58,21 +58,13 @@ pub(super) async fn run(shared: Arc<Shared>) {
         let now = Instant::now();
         let drained = drain(&shared, &mut state, now);
         let need_metadata = drained.need_metadata || shared.client.is_metadata_stale();
-        if need_metadata && !state.metadata_refreshing.swap(true, Ordering::AcqRel) {
-            let client = shared.client.clone();
-            let flag = Arc::clone(&state.metadata_refreshing);
-            let shared_for_wake = Arc::clone(&shared);
-            tokio::spawn(async move {
-                if !client.is_metadata_stale() {
-                    client.invalidate_metadata();
-                }
-                if let Err(error) = client.refresh_metadata().await {
-                    tracing::debug!(%error, "producer metadata refresh failed");
-                    tokio::time::sleep(shared_for_wake.config.retry_backoff).await;
-                }
-                flag.store(false, Ordering::Release);
-                shared_for_wake.wake.notify_one();
-            });
+        if need_metadata {
+            let woken = Arc::clone(&shared);
+            shared.client.refresh_metadata_spaced(
+                &state.metadata_refreshing,
+                shared.config.retry_backoff,
+                move || woken.wake.notify_one(),
+            );
         }
         for (broker, batches) in drained.requests {
             *state.in_flight_by_broker.entry(broker).or_default() += 1;

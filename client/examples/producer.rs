@@ -1,4 +1,5 @@
-//! Sends keyed records and prints where each landed.
+//! Sends keyed records and prints where each landed, then a bulk of
+//! records in one call.
 //!
 //! ```sh
 //! cargo run -p skiff-client --example producer -- 127.0.0.1:9092 events
@@ -40,6 +41,20 @@ async fn main() -> anyhow::Result<()> {
             written.partition, written.offset
         );
     }
+
+    // Bulk: many records per call, one future for all of them.
+    let values: Vec<String> = (0..1000).map(|i| format!("page view {i}")).collect();
+    let records: Vec<ProducerRecord<'_>> = values
+        .iter()
+        .map(|value| ProducerRecord::new(&topic, value.as_bytes()))
+        .collect();
+    let report = producer.send_many(&records).await?.await;
+    println!(
+        "{} records in one call, {} not delivered",
+        report.len(),
+        report.failed_records()
+    );
+    report.into_result()?;
     producer.close().await?;
     Ok(())
 }

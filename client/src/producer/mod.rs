@@ -6,6 +6,9 @@
 //! full or their linger expires, groups them by partition leader into
 //! Produce requests (at most `max_in_flight` per broker), and resolves the
 //! futures from the responses, retrying what can be retried.
+//! [`Producer::send_many`] queues many records in one call, with one future
+//! ([`Deliveries`]) for them all: for bulk producers, whose per-record cost
+//! is then the record's encoding and copy alone.
 //!
 //! Idempotence (on by default, as in the Java client) gives every batch a
 //! producer id, epoch and per-partition sequence number, so the broker

@@ -124,6 +124,22 @@ fn iterate(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
+    // What `Consumer::poll_with` walks: the same records, borrowed.
+    group.bench_function("1000_records_borrowed", |b| {
+        b.iter_batched(
+            || view.clone(),
+            |view| {
+                let mut value_bytes = 0usize;
+                if let Ok(records) = view.records() {
+                    for record in records.borrowed().flatten() {
+                        value_bytes += record.value.map_or(0, <[u8]>::len);
+                    }
+                }
+                value_bytes
+            },
+            BatchSize::SmallInput,
+        )
+    });
     // What a broker does on produce after the CRC: walk every record's
     // structure, counting keyless records.
     group.bench_function("validate_1000_records", |b| {

@@ -1,4 +1,5 @@
-//! RecordBatch view + validate + record iteration + decompression.
+//! RecordBatch view + validate + record iteration (owned and borrowed) +
+//! decompression.
 //!
 //! The input is read as a buffer of concatenated batches (a produce request's
 //! records, a segment slice). The CRC is checked but a mismatch does not stop
@@ -29,6 +30,11 @@ fn exercise(view: &RecordBatchView) {
     let header = *view.header();
     let _ = (header.last_offset(), header.offset_count(), header.last_sequence());
     let Ok(records) = view.records() else { return };
+    // The borrowed walk checks what the owned one checks.
+    for record in records.borrowed() {
+        let Ok(record) = record else { break };
+        let _ = (record.key, record.value, record.headers.count());
+    }
     for record in records {
         let Ok(record) = record else { break };
         for header in record.headers {

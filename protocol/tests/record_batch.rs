@@ -117,6 +117,17 @@ fn fix_crc(buf: &mut [u8]) {
 }
 
 /// Decodes every record of a buffer that claims to be one batch; the first error wins.
+/// `records` as the records block of a batch whose header (length and
+/// CRC included) is valid.
+fn behind_valid_header(records: &[u8]) -> Bytes {
+    let mut batch = sample_batch()[..61].to_vec();
+    batch.extend_from_slice(records);
+    let total = batch.len() as i32 - 12;
+    batch[8..12].copy_from_slice(&total.to_be_bytes());
+    fix_crc(&mut batch);
+    Bytes::from(batch)
+}
+
 fn decode_all(buf: Vec<u8>) -> Result<usize, DecodeError> {
     let view = RecordBatchView::new(Bytes::from(buf))?;
     view.validate()?;
@@ -192,12 +203,7 @@ proptest! {
         records in prop::collection::vec(arb_record(), 1..8),
         bytes in prop::collection::vec(any::<u8>(), 0..200),
     ) {
-        let mut garbage = sample_batch()[..61].to_vec();
-        garbage.extend_from_slice(&bytes);
-        let total = garbage.len() as i32 - 12;
-        garbage[8..12].copy_from_slice(&total.to_be_bytes());
-        fix_crc(&mut garbage);
-        for batch in [build(config, &records), Bytes::from(garbage)] {
+        for batch in [build(config, &records), behind_valid_header(&bytes)] {
             let Ok(view) = RecordBatchView::new(batch) else { continue };
             let (Ok(full), Ok(mut shapes)) = (view.records(), view.records()) else { continue };
             for record in full {
@@ -215,6 +221,38 @@ proptest! {
                 }
             }
             prop_assert!(shapes.next_shape().is_none());
+        }
+    }
+
+    /// Borrowed records (`RecordIter::borrowed`) are the owned ones, part
+    /// for part and header for header, and stop at the same first error, for
+    /// built batches in every codec and for arbitrary record bytes.
+    #[test]
+    fn borrowed_records_agree_with_owned(
+        config in arb_config(),
+        records in prop::collection::vec(arb_record(), 1..8),
+        bytes in prop::collection::vec(any::<u8>(), 0..200),
+    ) {
+        for batch in [build(config, &records), behind_valid_header(&bytes)] {
+            let Ok(view) = RecordBatchView::new(batch) else { continue };
+            let Ok(owned) = view.records() else { continue };
+            let borrowing = owned.clone();
+            let mut borrowed = borrowing.borrowed();
+            for record in owned {
+                match (record, borrowed.next()) {
+                    (Ok(record), Some(Ok(view))) => {
+                        prop_assert_eq!((record.offset, record.timestamp), (view.offset, view.timestamp));
+                        prop_assert_eq!(record.key.as_deref(), view.key);
+                        prop_assert_eq!(record.value.as_deref(), view.value);
+                        let headers: Vec<_> = record.headers.map(|h| h.map(|h| (h.key.to_vec(), h.value.map(|v| v.to_vec())))).collect::<Result<_, _>>().map_err(|e| TestCaseError::fail(e.to_string()))?;
+                        let viewed: Vec<_> = view.headers.map(|(k, v)| (k.to_vec(), v.map(<[u8]>::to_vec))).collect();
+                        prop_assert_eq!(headers, viewed);
+                    }
+                    (Err(a), Some(Err(b))) => prop_assert_eq!(a.to_string(), b.to_string()),
+                    (a, b) => prop_assert!(false, "record {:?} but borrowed {:?}", a, b),
+                }
+            }
+            prop_assert!(borrowed.next().is_none());
         }
     }
 

@@ -37,7 +37,9 @@ pub use attributes::{Attributes, Compression, TimestampType};
 pub use builder::{RecordBatchBuilder, RecordBatchBuilderConfig};
 pub use crc::crc32c;
 pub use reader::BatchReader;
-pub use record::{Header, HeaderIter, Record, RecordIter, RecordShape};
+pub use record::{
+    Header, HeaderIter, HeaderRefs, Record, RecordIter, RecordRef, RecordRefIter, RecordShape,
+};
 pub use view::{
     set_base_offset, set_log_append_time, set_partition_leader_epoch, BatchHeader, RecordBatchView,
     RecordsChecked,

@@ -140,13 +140,10 @@ impl Iterator for HeaderIter {
     }
 }
 
-/// Iterates the records of a decompressed records block.
-///
-/// Yields `records_count` records, then checks that the block is used up.
-/// After the first error it yields nothing more.
-#[derive(Debug, Clone)]
-pub struct RecordIter {
-    buf: Bytes,
+/// Where an iteration over a records block stands: shared by the owning
+/// and the borrowing iterator, so both check records alike.
+#[derive(Debug, Clone, Copy)]
+struct Cursor {
     pos: usize,
     remaining: i32,
     base_offset: i64,
@@ -155,6 +152,55 @@ pub struct RecordIter {
     /// `max_timestamp`, whatever its delta says (Kafka's `DefaultRecord.readFrom`).
     log_append_time: Option<i64>,
     failed: bool,
+}
+
+impl Cursor {
+    /// The next record's shape, keeping the count, the end-of-block check
+    /// and the stop after the first error in one place.
+    #[inline(always)]
+    fn next_shape(&mut self, buf: &[u8]) -> Option<Result<RecordShape>> {
+        if self.failed {
+            return None;
+        }
+        if self.remaining <= 0 {
+            if self.pos != buf.len() {
+                self.failed = true;
+                return Some(Err(DecodeError::Malformed {
+                    what: "records block",
+                    reason: format!(
+                        "{} bytes left after the declared records",
+                        buf.len() - self.pos
+                    ),
+                }));
+            }
+            return None;
+        }
+        self.remaining -= 1;
+        let shape = parse_record(buf, &mut self.pos);
+        if shape.is_err() {
+            self.failed = true;
+        }
+        Some(shape)
+    }
+
+    fn offset(&self, shape: &RecordShape) -> i64 {
+        self.base_offset.wrapping_add(i64::from(shape.offset_delta))
+    }
+
+    fn timestamp(&self, shape: &RecordShape) -> i64 {
+        self.log_append_time
+            .unwrap_or(self.base_timestamp.wrapping_add(shape.timestamp_delta))
+    }
+}
+
+/// Iterates the records of a decompressed records block.
+///
+/// Yields `records_count` records, then checks that the block is used up.
+/// After the first error it yields nothing more.
+#[derive(Debug, Clone)]
+pub struct RecordIter {
+    buf: Bytes,
+    cursor: Cursor,
 }
 
 impl RecordIter {
@@ -167,72 +213,132 @@ impl RecordIter {
     ) -> Self {
         RecordIter {
             buf,
-            pos: 0,
-            remaining: records_count,
-            base_offset,
-            base_timestamp,
-            log_append_time,
-            failed: false,
+            cursor: Cursor {
+                pos: 0,
+                remaining: records_count,
+                base_offset,
+                base_timestamp,
+                log_append_time,
+                failed: false,
+            },
         }
     }
 
-    fn next_record(&mut self) -> Result<Record> {
-        let shape = parse_record(&self.buf, &mut self.pos)?;
+    fn record(&self, shape: RecordShape) -> Record {
         let headers = if shape.header_count == 0 {
             HeaderIter::default()
         } else {
             HeaderIter {
-                buf: self.buf.slice(shape.headers),
+                buf: self.buf.slice(shape.headers.clone()),
                 pos: 0,
                 remaining: shape.header_count,
             }
         };
-        Ok(Record {
-            offset: self.base_offset.wrapping_add(i64::from(shape.offset_delta)),
-            timestamp: self
-                .log_append_time
-                .unwrap_or(self.base_timestamp.wrapping_add(shape.timestamp_delta)),
+        Record {
+            offset: self.cursor.offset(&shape),
+            timestamp: self.cursor.timestamp(&shape),
             offset_delta: shape.offset_delta,
             timestamp_delta: shape.timestamp_delta,
             attributes: shape.attributes,
             key: shape.key.map(|range| self.buf.slice(range)),
             value: shape.value.map(|range| self.buf.slice(range)),
             headers,
-        })
+        }
     }
 
     /// The next record's shape, checked exactly as [`Iterator::next`] checks
     /// a record but without slicing its parts out of the block: for callers
     /// that only validate (a broker on produce).
     pub fn next_shape(&mut self) -> Option<Result<RecordShape>> {
-        self.advance(|iter| parse_record(&iter.buf, &mut iter.pos))
+        self.cursor.next_shape(&self.buf)
     }
 
-    /// Steps to the next record with `read`, keeping the count, the
-    /// end-of-block check and the stop after the first error in one place.
-    fn advance<T>(&mut self, read: impl FnOnce(&mut Self) -> Result<T>) -> Option<Result<T>> {
-        if self.failed {
-            return None;
+    /// The records not yet yielded, borrowed from the block: checked as
+    /// [`Iterator::next`] checks them, but with key, value and headers as
+    /// slices rather than `Bytes`, so that reading a record costs no
+    /// reference count (two atomic operations per part otherwise).
+    pub fn borrowed(&self) -> RecordRefIter<'_> {
+        RecordRefIter {
+            buf: &self.buf,
+            cursor: self.cursor,
         }
+    }
+}
+
+/// One record borrowed from its records block (see [`RecordIter::borrowed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordRef<'a> {
+    pub offset: i64,
+    pub timestamp: i64,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+    pub headers: HeaderRefs<'a>,
+}
+
+/// The records of a block, borrowed from it.
+#[derive(Debug, Clone)]
+pub struct RecordRefIter<'a> {
+    buf: &'a [u8],
+    cursor: Cursor,
+}
+
+impl<'a> Iterator for RecordRefIter<'a> {
+    type Item = Result<RecordRef<'a>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let buf = self.buf;
+        Some(self.cursor.next_shape(buf)?.map(|shape| RecordRef {
+            offset: self.cursor.offset(&shape),
+            timestamp: self.cursor.timestamp(&shape),
+            key: shape.key.map(|range| &buf[range]),
+            value: shape.value.map(|range| &buf[range]),
+            headers: HeaderRefs {
+                buf: &buf[shape.headers],
+                pos: 0,
+                remaining: shape.header_count,
+            },
+        }))
+    }
+}
+
+/// A borrowed record's headers as `(key, value)` pairs. Their structure was
+/// checked with the record, so iterating them cannot fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HeaderRefs<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    remaining: i32,
+}
+
+impl HeaderRefs<'_> {
+    /// Number of headers not yet yielded.
+    pub fn len(&self) -> usize {
+        self.remaining.max(0) as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.remaining <= 0
+    }
+}
+
+impl<'a> Iterator for HeaderRefs<'a> {
+    type Item = (&'a [u8], Option<&'a [u8]>);
+
+    fn next(&mut self) -> Option<Self::Item> {
         if self.remaining <= 0 {
-            if self.pos != self.buf.len() {
-                self.failed = true;
-                return Some(Err(DecodeError::Malformed {
-                    what: "records block",
-                    reason: format!(
-                        "{} bytes left after the declared records",
-                        self.buf.len() - self.pos
-                    ),
-                }));
-            }
             return None;
         }
         self.remaining -= 1;
-        let item = read(self);
-        if item.is_err() {
-            self.failed = true;
+        let buf = self.buf;
+        match read_header_ranges(buf, &mut self.pos, buf.len()) {
+            Ok((key, value)) => Some((&buf[key], value.map(|range| &buf[range]))),
+            // Checked when the record was read: unreachable, but a stop
+            // is the safe answer.
+            Err(_) => {
+                self.remaining = 0;
+                None
+            }
         }
-        Some(item)
     }
 }
 
@@ -316,6 +422,7 @@ impl Iterator for RecordIter {
     type Item = Result<Record>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        self.advance(Self::next_record)
+        let shape = self.cursor.next_shape(&self.buf)?;
+        Some(shape.map(|shape| self.record(shape)))
     }
 }

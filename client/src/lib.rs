@@ -44,8 +44,8 @@ pub mod producer;
 pub use admin::{Admin, ConfigEntry, NewTopic, TopicDescription};
 pub use client::{Client, ClientConfig};
 pub use consumer::{
-    Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, OffsetSpec, RebalanceListener, SeekTo,
-    TopicPartition,
+    Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, OffsetSpec, RebalanceListener,
+    RecordView, SeekTo, TopicPartition,
 };
 pub use error::{Error, Result};
 pub use group::{

@@ -920,3 +920,113 @@ async fn a_topic_without_leader_is_asked_for_once_per_backoff() -> anyhow::Resul
     );
     Ok(())
 }
+
+/// `poll_with` shows the records `poll` returns, borrowed: keys, values,
+/// headers and timestamps of keyed records over three partitions in two
+/// codecs, each once, in offset order per partition, and its positions
+/// advance as `poll`'s do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poll_with_shows_what_poll_returns() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let broker = Broker::start(skiffd_bin!(), dir.path())?;
+    for transport in TRANSPORTS {
+        let client = broker.client(transport).await?;
+        let topic = topic_name("poll-with", transport);
+        create_topic(&client, &topic, 3).await?;
+        for compression in [Compression::None, Compression::Lz4] {
+            let config = ProducerConfig {
+                compression,
+                ..quick_producer(Acks::All)
+            };
+            let producer = Producer::new(client.clone(), config).await?;
+            for i in 0..150 {
+                let (key, value) = (format!("key-{i}"), format!("{compression:?}-{i}"));
+                let headers: &[(&[u8], Option<&[u8]>)] = &[(b"h", Some(b"v")), (b"n", None)];
+                let record = ProducerRecord::new(&topic, value.as_bytes())
+                    .key(key.as_bytes())
+                    .headers(headers)
+                    .timestamp(1_000 + i);
+                drop(producer.send(record).await?);
+            }
+            producer.close().await?;
+        }
+        type Seen = (
+            i32,
+            i64,
+            i64,
+            Vec<u8>,
+            Vec<u8>,
+            Vec<(Vec<u8>, Option<Vec<u8>>)>,
+        );
+        let expected: Vec<Seen> = consume_all(&client, &topic, 300, WAIT)
+            .await?
+            .into_iter()
+            .map(|r| {
+                let headers = r
+                    .headers
+                    .map(|h| h.map(|h| (h.key.to_vec(), h.value.map(|v| v.to_vec()))))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let key = r.key.map(|k| k.to_vec()).unwrap_or_default();
+                let value = r.value.map(|v| v.to_vec()).unwrap_or_default();
+                anyhow::Ok((r.partition, r.offset, r.timestamp, key, value, headers))
+            })
+            .collect::<Result<_, _>>()?;
+        ensure!(expected.len() == 300, "poll read {}", expected.len());
+
+        let mut consumer = Consumer::new(
+            client.clone(),
+            ConsumerConfig {
+                auto_offset_reset: OffsetReset::Earliest,
+                fetch_max_wait: Duration::from_millis(100),
+                ..ConsumerConfig::default()
+            },
+        );
+        consumer.assign_topics(&[&topic]).await?;
+        consumer.seek_all(SeekTo::Beginning).await?;
+        let mut seen: Vec<Seen> = Vec::new();
+        let mut other_topics = 0;
+        let deadline = std::time::Instant::now() + WAIT;
+        while seen.len() < 300 && std::time::Instant::now() < deadline {
+            let shown = consumer
+                .poll_with(Duration::from_millis(200), |r| {
+                    other_topics += usize::from(r.topic != topic);
+                    seen.push((
+                        r.partition,
+                        r.offset,
+                        r.timestamp,
+                        r.key.unwrap_or_default().to_vec(),
+                        r.value.unwrap_or_default().to_vec(),
+                        r.headers
+                            .map(|(k, v)| (k.to_vec(), v.map(<[u8]>::to_vec)))
+                            .collect(),
+                    ));
+                })
+                .await?;
+            ensure!(shown <= seen.len());
+        }
+        ensure!(other_topics == 0, "{other_topics} records of another topic");
+        let sorted = |mut records: Vec<Seen>| {
+            records.sort_by_key(|r| (r.0, r.1));
+            records
+        };
+        ensure!(
+            sorted(seen.clone()) == sorted(expected),
+            "poll_with showed {} records, not what poll returned",
+            seen.len()
+        );
+        for partition in 0..3 {
+            let offsets: Vec<i64> = seen
+                .iter()
+                .filter(|r| r.0 == partition)
+                .map(|r| r.1)
+                .collect();
+            ensure!(
+                offsets.windows(2).all(|w| w[0] < w[1]),
+                "out of order: {offsets:?}"
+            );
+            let tp = TopicPartition::new(&topic, partition);
+            ensure!(consumer.position(&tp) == Some(offsets.len() as i64));
+        }
+    }
+    Ok(())
+}

@@ -7,7 +7,9 @@ use bytes::Bytes;
 use skiff_protocol::api::messages::fetch_request::{FetchPartition, FetchTopic};
 use skiff_protocol::api::messages::{FetchRequest, TopicName};
 use skiff_protocol::api::StrBytes;
-use skiff_protocol::batch::{BatchReader, HeaderIter, TimestampType};
+use std::sync::Arc;
+
+use skiff_protocol::batch::{BatchReader, HeaderIter, HeaderRefs, RecordIter, TimestampType};
 
 use super::{ConsumerConfig, TopicPartition};
 use crate::error::Error;
@@ -16,7 +18,7 @@ use crate::error::Error;
 #[derive(Debug, Clone)]
 pub struct ConsumerRecord {
     /// The topic.
-    pub topic: std::sync::Arc<str>,
+    pub topic: Arc<str>,
     /// The partition.
     pub partition: i32,
     /// The record's offset.
@@ -31,6 +33,28 @@ pub struct ConsumerRecord {
     pub value: Option<Bytes>,
     /// The headers, decoded lazily.
     pub headers: HeaderIter,
+}
+
+/// A record shown by [`Consumer::poll_with`](super::Consumer::poll_with):
+/// borrowed from the fetched data, valid during the call that shows it.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordView<'a> {
+    /// The topic.
+    pub topic: &'a str,
+    /// The partition.
+    pub partition: i32,
+    /// The record's offset.
+    pub offset: i64,
+    /// The record's timestamp (ms since the epoch).
+    pub timestamp: i64,
+    /// Whether the timestamp is the producer's create time or the broker's append time.
+    pub timestamp_type: TimestampType,
+    /// The key, if any.
+    pub key: Option<&'a [u8]>,
+    /// The value; `None` is a tombstone.
+    pub value: Option<&'a [u8]>,
+    /// The headers, as `(key, value)` pairs.
+    pub headers: HeaderRefs<'a>,
 }
 
 /// Builds a full (session-less) Fetch request for these positions.
@@ -84,12 +108,105 @@ pub(crate) struct PartialDecode {
 /// corrupt batch stops decoding: the whole batches before it stay in `out`,
 /// none of its records do, and `PartialDecode::next` is where it starts.
 pub(crate) fn decode_records(
-    topic: &std::sync::Arc<str>,
+    topic: &Arc<str>,
     partition: i32,
     records: Bytes,
     position: i64,
     check_crcs: bool,
     out: &mut Vec<ConsumerRecord>,
+) -> Result<i64, PartialDecode> {
+    out.reserve(declared_records(&records));
+    walk_batches(
+        topic,
+        partition,
+        records,
+        position,
+        check_crcs,
+        |mut batch| {
+            let delivered = out.len();
+            let decoded = batch.records.try_for_each(|record| {
+                let record = record?;
+                if record.offset >= batch.from {
+                    out.push(ConsumerRecord {
+                        topic: Arc::clone(topic),
+                        partition,
+                        offset: record.offset,
+                        timestamp: record.timestamp,
+                        timestamp_type: batch.timestamp_type,
+                        key: record.key,
+                        value: record.value,
+                        headers: record.headers,
+                    });
+                }
+                Ok(())
+            });
+            if decoded.is_err() {
+                out.truncate(delivered);
+            }
+            decoded
+        },
+    )
+}
+
+/// Shows the records at or after `position` of a partition's record set to
+/// `visit`, borrowed from it, as [`decode_records`] would decode them (the
+/// same next position and errors; a batch's records are all checked before
+/// any is shown). Returns the next position and how many were shown.
+pub(crate) fn visit_records(
+    topic: &Arc<str>,
+    partition: i32,
+    records: Bytes,
+    position: i64,
+    check_crcs: bool,
+    visit: &mut impl FnMut(RecordView<'_>),
+) -> Result<(i64, usize), PartialDecode> {
+    let mut shown = 0;
+    let next = walk_batches(topic, partition, records, position, check_crcs, |batch| {
+        let mut views = Vec::with_capacity(batch.records_count);
+        for record in batch.records.borrowed() {
+            let record = record?;
+            if record.offset >= batch.from {
+                views.push(record);
+            }
+        }
+        shown += views.len();
+        for record in views {
+            visit(RecordView {
+                topic,
+                partition,
+                offset: record.offset,
+                timestamp: record.timestamp,
+                timestamp_type: batch.timestamp_type,
+                key: record.key,
+                value: record.value,
+                headers: record.headers,
+            });
+        }
+        Ok(())
+    })?;
+    Ok((next, shown))
+}
+
+/// The records of one data batch, for [`walk_batches`]' caller to deliver.
+struct DataBatch {
+    records: RecordIter,
+    records_count: usize,
+    timestamp_type: TimestampType,
+    /// Records before this offset were delivered already.
+    from: i64,
+}
+
+/// Walks the whole batches of a record set from `position`: skips those
+/// before it, checks CRCs, steps over control batches, and hands each data
+/// batch to `deliver`. Returns the next position, or where the first bad
+/// batch starts with its error.
+fn walk_batches(
+    topic: &Arc<str>,
+    partition: i32,
+    records: Bytes,
+    position: i64,
+    check_crcs: bool,
+    mut deliver: impl FnMut(DataBatch) -> Result<(), skiff_protocol::DecodeError>,
 ) -> Result<i64, PartialDecode> {
     let mut next = position;
     let stop = |next: i64, source| PartialDecode {
@@ -100,7 +217,6 @@ pub(crate) fn decode_records(
         },
     };
     let total = records.len();
-    out.reserve(declared_records(&records));
     let mut reader = BatchReader::new(records);
     for batch in reader.by_ref() {
         let batch = batch.map_err(|source| stop(next, source))?;
@@ -113,36 +229,19 @@ pub(crate) fn decode_records(
         }
         let attributes = header.attributes;
         if !attributes.is_control() {
-            let timestamp_type = attributes.timestamp_type();
-            let delivered = out.len();
-            let mut decode_batch = || -> Result<(), skiff_protocol::DecodeError> {
-                for record in batch.records()? {
-                    let record = record?;
-                    if record.offset < next {
-                        continue;
-                    }
-                    let timestamp = if timestamp_type == TimestampType::LogAppendTime {
-                        header.max_timestamp
-                    } else {
-                        record.timestamp
-                    };
-                    out.push(ConsumerRecord {
-                        topic: std::sync::Arc::clone(topic),
-                        partition,
-                        offset: record.offset,
-                        timestamp,
-                        timestamp_type,
-                        key: record.key,
-                        value: record.value,
-                        headers: record.headers,
-                    });
-                }
-                Ok(())
-            };
-            if let Err(source) = decode_batch() {
-                out.truncate(delivered);
-                return Err(stop(next, source));
-            }
+            // A LogAppendTime batch's records all carry its max_timestamp
+            // (the iterator applies it).
+            let records = batch.records().map_err(|source| stop(next, source))?;
+            deliver(DataBatch {
+                records,
+                // What the batch's bytes could hold: a forged count must
+                // not reserve much.
+                records_count: (header.records_count.max(0) as usize)
+                    .min(header.total_bytes() / RECORD_BYTES_MIN),
+                timestamp_type: attributes.timestamp_type(),
+                from: next,
+            })
+            .map_err(|source| stop(next, source))?;
         }
         next = header.last_offset() + 1;
     }
@@ -280,5 +379,61 @@ mod tests {
         assert_eq!(partial.next, 2);
         let offsets: Vec<i64> = out.iter().map(|r| r.offset).collect();
         assert_eq!(offsets, [0, 1]);
+    }
+
+    /// What `visit_records` shows and returns is what `decode_records`
+    /// decodes and returns: from a position inside a batch, across codecs
+    /// and a partial tail, at a bad CRC, and at a malformed record found
+    /// with CRC checks off (no record of its batch shown).
+    #[test]
+    fn visiting_agrees_with_decoding() {
+        let topic: std::sync::Arc<str> = "t".into();
+        let mut good = BytesMut::new();
+        good.extend_from_slice(&batch(10, &[b"a", b"b", b"c"], Compression::None));
+        good.extend_from_slice(&batch(13, &[b"d", b"e"], Compression::Lz4));
+        let third = batch(15, &[b"f"], Compression::None);
+        good.extend_from_slice(&third[..third.len() - 3]);
+        let mut bad = BytesMut::new();
+        bad.extend_from_slice(&batch(0, &[b"a", b"b"], Compression::None));
+        let mut malformed = batch(2, &[b"c", b"d"], Compression::None).to_vec();
+        let last = malformed.len() - 1;
+        malformed[last] ^= 0xff;
+        bad.extend_from_slice(&malformed);
+        bad.extend_from_slice(&batch(4, &[b"e"], Compression::None));
+        for (records, position, check_crcs, expected) in [
+            (good.clone().freeze(), 11, true, Ok(15)),
+            (good.freeze(), 10, false, Ok(15)),
+            (bad.clone().freeze(), 0, true, Err(2)),
+            (bad.freeze(), 1, false, Err(2)),
+        ] {
+            let mut out = Vec::new();
+            let decoded =
+                decode_records(&topic, 0, records.clone(), position, check_crcs, &mut out)
+                    .map_err(|partial| partial.next);
+            assert_eq!(decoded, expected);
+            let decoded_records: Vec<(i64, i64, Option<Vec<u8>>)> = out
+                .iter()
+                .map(|r| {
+                    (
+                        r.offset,
+                        r.timestamp,
+                        r.value.as_deref().map(<[u8]>::to_vec),
+                    )
+                })
+                .collect();
+            let mut shown = Vec::new();
+            let visited = visit_records(&topic, 0, records, position, check_crcs, &mut |r| {
+                shown.push((r.offset, r.timestamp, r.value.map(<[u8]>::to_vec)));
+            })
+            .map_err(|partial| partial.next);
+            assert_eq!(
+                visited.map(|(next, count)| (next, count == shown.len())),
+                decoded.map(|next| (next, true))
+            );
+            assert_eq!(
+                shown, decoded_records,
+                "from {position}, CRC checks {check_crcs}"
+            );
+        }
     }
 }

@@ -298,24 +298,36 @@ impl BenchConsumer for SkiffConsumer {
     where
         F: FnMut(Delivered<'_>) + Send,
     {
-        let records = self.consumer.poll(max_wait).await?;
-        for record in &records {
-            // Few topics per run: a linear search beats hashing the name.
-            let topic_index = self
-                .topics
-                .iter()
-                .position(|name| **name == *record.topic)
-                .unwrap_or(usize::MAX);
-            visit(Delivered {
-                topic_index,
-                partition: record.partition,
-                offset: record.offset,
-                timestamp_ms: record.timestamp,
-                key: record.key.as_deref(),
-                value: record.value.as_deref().unwrap_or_default(),
-            });
-        }
-        Ok(records.len())
+        let topics = &self.topics;
+        // Few topics per run: a linear search beats hashing the name, and
+        // a run of records of one partition shares its topic's string.
+        let mut last_topic: Option<(usize, usize, usize)> = None;
+        let shown = self
+            .consumer
+            .poll_with(max_wait, |record| {
+                let key = (record.topic.as_ptr() as usize, record.topic.len());
+                let topic_index = match last_topic {
+                    Some((ptr, len, index)) if (ptr, len) == key => index,
+                    _ => {
+                        let index = topics
+                            .iter()
+                            .position(|name| **name == *record.topic)
+                            .unwrap_or(usize::MAX);
+                        last_topic = Some((key.0, key.1, index));
+                        index
+                    }
+                };
+                visit(Delivered {
+                    topic_index,
+                    partition: record.partition,
+                    offset: record.offset,
+                    timestamp_ms: record.timestamp,
+                    key: record.key,
+                    value: record.value.unwrap_or_default(),
+                });
+            })
+            .await?;
+        Ok(shown)
     }
 
     /// In a group, commits what was consumed and leaves, so the group's

@@ -154,6 +154,8 @@ pub(crate) struct Appended<R> {
     pub placed: R,
     /// A batch was sealed (or a new one opened): the sender should look.
     pub wake_sender: bool,
+    /// A batch was sealed: it is ready to go whatever the linger.
+    pub sealed: bool,
 }
 
 /// One record's fields, borrowed.
@@ -286,6 +288,7 @@ impl Accumulator {
         );
         let batch_size = self.batch_size;
         let mut wake_sender = false;
+        let mut sealed = false;
         let slot = self.topic_slot(topic, partitions);
         let needs_new = {
             let queue = &mut self.topics[slot].partitions[partition as usize];
@@ -307,6 +310,9 @@ impl Accumulator {
             let Some(reserved_bytes) = reserve(wanted) else {
                 return Err(MemoryNeeded { bytes: wanted });
             };
+            sealed = self.topics[slot].partitions[partition as usize]
+                .open
+                .is_some();
             self.seal(topic, partition);
             let identity = self.identity;
             let compression = self.compression;
@@ -355,10 +361,12 @@ impl Accumulator {
         if open.builder.estimated_bytes() >= batch_size {
             self.seal(topic, partition);
             wake_sender = true;
+            sealed = true;
         }
         Ok(Appended {
             placed,
             wake_sender,
+            sealed,
         })
     }
 
@@ -573,6 +581,34 @@ mod tests {
         assert_eq!(total, 7);
         assert_eq!(queue.next_sequence, 7);
         assert_eq!(acc.incomplete_batches(), queue.ready.len());
+    }
+
+    /// An append reports a sealed batch when it sealed one (the open batch
+    /// it did not fit, or its own batch, now full), and a batch it only
+    /// opened as a wake-up without a seal.
+    #[test]
+    fn appends_report_seals_apart_from_opens() {
+        let mut acc = Accumulator::new(ProducerIdentity::NONE, Compression::None, 200, 0);
+        let now = Instant::now();
+        let mut append = |value: &[u8]| {
+            let appended = acc
+                .append("t", 0, 1, &record(value), Some, || now, |_| ())
+                .unwrap();
+            (appended.wake_sender, appended.sealed)
+        };
+        assert_eq!(append(&[1; 50]), (true, false), "opened, nothing sealed");
+        assert_eq!(append(&[2; 50]), (false, false));
+        assert_eq!(
+            append(&[3; 150]),
+            (true, true),
+            "did not fit: sealed, opened"
+        );
+        assert_eq!(
+            append(&[4; 200]),
+            (true, true),
+            "did not fit, and full at once"
+        );
+        assert_eq!(append(&[5; 10]), (true, false), "opened after a seal");
     }
 
     /// A batch holds batch_size of buffer_memory from when it opens, and

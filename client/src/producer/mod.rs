@@ -309,6 +309,11 @@ pub(crate) struct Shared {
     /// are sent without waiting for linger (as Kafka does when its buffer
     /// pool is exhausted): only completed batches give memory back.
     pub memory_waiters: AtomicUsize,
+    /// A `send` sealed a batch: the next `send` yields first, so that the
+    /// sender, maybe on the same runtime thread, takes it before more
+    /// records pile up behind it. (Not on a batch opened: with linger 0 the
+    /// sender would send it with one record.)
+    pub batch_sealed: AtomicBool,
     pub failed_records: AtomicU64,
     /// Batches put back for another attempt, and epoch bumps (for tests and monitoring).
     pub retried_batches: AtomicU64,
@@ -444,6 +449,7 @@ impl Producer {
             closing: AtomicBool::new(false),
             flushing: AtomicUsize::new(0),
             memory_waiters: AtomicUsize::new(0),
+            batch_sealed: AtomicBool::new(false),
             failed_records: AtomicU64::new(0),
             retried_batches: AtomicU64::new(0),
             epoch_bumps: AtomicU64::new(0),
@@ -481,6 +487,10 @@ impl Producer {
     pub async fn send(&self, record: ProducerRecord<'_>) -> Result<DeliveryFuture> {
         let shared = &self.shared;
         self.check_open()?;
+        // Before anything is queued, so that dropping the call here loses nothing.
+        if shared.batch_sealed.swap(false, Ordering::AcqRel) {
+            tokio::task::yield_now().await;
+        }
         let estimated_bytes = self.checked_estimate(&record)?;
         let partitions = self.partition_count(record.topic).await?;
         let timestamp = record.timestamp.unwrap_or_else(now_ms);
@@ -515,6 +525,9 @@ impl Producer {
         drop(held);
         if appended.wake_sender {
             shared.wake.notify_one();
+        }
+        if appended.sealed {
+            shared.batch_sealed.store(true, Ordering::Release);
         }
         let (outcome, partition, index) = appended.placed;
         Ok(DeliveryFuture::new(outcome, partition, index, timestamp))
@@ -559,6 +572,7 @@ impl Producer {
         let mut topic_run = 0;
         while next < records.len() {
             let mut wake_sender = false;
+            let mut sealed = false;
             let needed = {
                 let mut acc = shared
                     .accumulator
@@ -589,6 +603,7 @@ impl Producer {
                     ) {
                         Ok(appended) => {
                             wake_sender = appended.wake_sender;
+                            sealed = appended.sealed;
                             next += 1;
                             if wake_sender {
                                 break;
@@ -604,6 +619,14 @@ impl Producer {
             };
             if wake_sender {
                 shared.wake.notify_one();
+            }
+            if sealed {
+                // Let the sender take the full batch now: on a runtime
+                // thread shared with it, a call running on would keep it
+                // from sending until the buffer is full, and the broker
+                // idle. (Not for a batch opened: with linger 0 the sender
+                // would send it with one record.)
+                tokio::task::yield_now().await;
             }
             if let Some(needed) = needed {
                 shared.wait_for_memory(&mut held, needed).await?;

@@ -222,10 +222,12 @@ pub struct WorkloadArgs {
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
 
-    /// Producer batch size per partition (bytes). The default stays under
-    /// Kafka's default max.message.bytes (1 MiB + 12) with a record to spare.
-    #[arg(long, value_parser = parse_size_arg, default_value = "1MB")]
-    pub batch_size: u64,
+    /// Producer batch size per partition (bytes). Default: 1MB (under
+    /// Kafka's default max.message.bytes, 1 MiB + 12, with a record to
+    /// spare), or for a run over many partitions 16 MiB shared by them, at
+    /// least 64KiB, so that a producer's open batches stay in cache.
+    #[arg(long, value_parser = parse_size_arg)]
+    pub batch_size: Option<u64>,
     /// Producer linger (e.g. 0, 5ms).
     #[arg(long, value_parser = parse_duration_arg, default_value = "5ms")]
     pub linger: Duration,
@@ -296,6 +298,22 @@ impl WorkloadArgs {
         self.partition_fetch_bytes.unwrap_or(match self.transport {
             Transport::Tcp => MIB,
             Transport::Quic => 4 * MIB,
+        })
+    }
+
+    /// `--batch-size`, or the default for the run's partitions. Four
+    /// keyed producers over 64 partitions, 1 GB: 1 MB batches 749 / 552
+    /// MB/s (client 1.24 / 1.03 s, broker 1.16 / 2.21 s of CPU), 256 KiB
+    /// 1 216 / 1 255 (0.86 / 0.89 s, 0.60 / 0.59 s), 64 KiB 1 204 / 1 106:
+    /// each record is copied into one of 64 open batches per producer, and
+    /// 64 MiB of them do not stay in any cache.
+    pub fn batch_size_bytes(&self) -> u64 {
+        const BATCH_BYTES_MAX: u64 = 1_000_000;
+        const BATCH_BYTES_MIN: u64 = 64 * 1024;
+        const OPEN_BATCHES_BYTES: u64 = 16 * 1024 * 1024;
+        self.batch_size.unwrap_or_else(|| {
+            let partitions = (self.topics as u64 * u64::from(self.partitions)).max(1);
+            (OPEN_BATCHES_BYTES / partitions).clamp(BATCH_BYTES_MIN, BATCH_BYTES_MAX)
         })
     }
 
@@ -476,7 +494,7 @@ mod tests {
                 keys: 10_000
             }
         );
-        assert_eq!(args.batch_size, 65536);
+        assert_eq!(args.batch_size_bytes(), 65536);
         assert_eq!(args.linger, Duration::from_millis(2));
         assert_eq!(args.acks.wire_value(), -1);
         assert_eq!(args.compression, Compression::Lz4);
@@ -514,6 +532,27 @@ mod tests {
         assert_eq!(args.keys, KeyDistribution::None);
         assert_eq!(args.rate, Some(TargetRate::FractionOfSaturation(0.5)));
         assert_eq!(args.measured_records(), None);
+        assert_eq!(args.records_per_send, 1);
+        Ok(())
+    }
+
+    /// The default batch size is 1 MB for a few partitions and shrinks
+    /// with many, to 64 KiB at least; an explicit one is kept.
+    #[test]
+    fn batch_size_follows_the_partitions() -> Result<(), Box<dyn std::error::Error>> {
+        let batch_size = |args: &[&str]| -> Result<u64, Box<dyn std::error::Error>> {
+            let Command::Produce(workload) = parse(args)?.command else {
+                return Err("expected produce".into());
+            };
+            Ok(workload.batch_size_bytes())
+        };
+        assert_eq!(batch_size(&["produce"])?, 1_000_000);
+        assert_eq!(batch_size(&["produce", "--partitions", "16"])?, 1_000_000);
+        assert_eq!(batch_size(&["produce", "--partitions", "64"])?, 256 * 1024);
+        let many = ["produce", "--topics", "4", "--partitions", "1024"];
+        assert_eq!(batch_size(&many)?, 64 * 1024);
+        let explicit = ["produce", "--partitions", "64", "--batch-size", "1MB"];
+        assert_eq!(batch_size(&explicit)?, 1_000_000);
         Ok(())
     }
 

@@ -277,10 +277,10 @@ fn plans(kind: WorkloadKind, args: &WorkloadArgs, topics: &[String]) -> (Produce
         partitions: args.partitions,
         producers: args.producers,
         settings: ProducerSettings {
-            batch_size_bytes: args.batch_size,
+            batch_size_bytes: args.batch_size_bytes(),
             buffer_memory_bytes: args.buffer_memory.unwrap_or_else(|| {
                 let partitions = args.topics as u64 * u64::from(args.partitions);
-                (2 * args.batch_size * partitions)
+                (2 * args.batch_size_bytes() * partitions)
                     .clamp(BUFFER_MEMORY_MIN_BYTES, BUFFER_MEMORY_MAX_BYTES)
             }),
             linger: args.linger,
@@ -597,7 +597,7 @@ fn settings_json(
         "consumer_mode": args.consumer_mode,
         "message_size": args.message_size,
         "keys": keys,
-        "batch_size": args.batch_size,
+        "batch_size": args.batch_size_bytes(),
         "linger_ms": args.linger.as_secs_f64() * 1e3,
         "acks": args.acks.wire_value(),
         "compression": args.compression,

@@ -542,10 +542,12 @@ impl Producer {
     /// `produce_batch`). Records without a timestamp get the time of the call.
     ///
     /// Every record's size, topic and explicit partition are checked before
-    /// any is queued, so such an error queues none. Waits while the buffer
-    /// is full; dropping the call during that wait leaves the records
-    /// queued so far to be delivered unreported, as a dropped
-    /// [`DeliveryFuture`] does.
+    /// any is queued, so such an error queues none (a custom partitioner
+    /// that answers a partition the topic lacks fails the call at that
+    /// record, the ones before it queued). Waits while the buffer is full,
+    /// and lets the sender run after each batch it fills; dropping the call
+    /// before it returns leaves the records queued so far to be delivered
+    /// unreported, as a dropped [`DeliveryFuture`] does.
     pub async fn send_many(&self, records: &[ProducerRecord<'_>]) -> Result<Deliveries> {
         let shared = &self.shared;
         self.check_open()?;

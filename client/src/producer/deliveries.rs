@@ -55,8 +55,9 @@ pub struct Deliveries {
     runs: Vec<Run>,
     /// Each record's run, in call order.
     record_runs: Vec<u32>,
-    /// The run each partition (modulo `RECENT_RUNS`) last extended.
-    recent: [u32; RECENT_RUNS],
+    /// The run each partition (modulo `RECENT_RUNS`) last extended; boxed
+    /// to keep the future small to move.
+    recent: Box<[u32; RECENT_RUNS]>,
     /// Results of `runs[..results.len()]`, collected as their batches complete.
     results: Vec<Result<BatchAck>>,
     waker_slot: Option<usize>,
@@ -78,7 +79,7 @@ impl Deliveries {
             // A call fills a batch or two per partition it writes.
             runs: Vec::with_capacity(records.min(RECENT_RUNS)),
             record_runs: Vec::with_capacity(records),
-            recent: [NO_RUN; RECENT_RUNS],
+            recent: Box::new([NO_RUN; RECENT_RUNS]),
             results: Vec::new(),
             waker_slot: None,
         }

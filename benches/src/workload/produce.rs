@@ -211,20 +211,22 @@ pub async fn run<P: BenchProducer>(mut producer: P, mut job: ProducerJob) -> Pro
             pacer.advance();
             last_intended = intended;
             let key = job.keys.next_key();
+            let value = || match job.stamp {
+                true => stamped_value(&job.payload, job.clock.unix_ns(intended)),
+                false => job.payload.clone(),
+            };
             match call.get_mut(gathered) {
                 Some(record) if !job.stamp => record.key = key,
-                _ => {
-                    let value = if job.stamp {
-                        stamped_value(&job.payload, job.clock.unix_ns(intended))
-                    } else {
-                        job.payload.clone()
-                    };
-                    let record = BenchRecord { key, value };
-                    match call.get_mut(gathered) {
-                        Some(slot) => *slot = record,
-                        None => call.push(record),
+                Some(record) => {
+                    *record = BenchRecord {
+                        key,
+                        value: value(),
                     }
                 }
+                None => call.push(BenchRecord {
+                    key,
+                    value: value(),
+                }),
             }
             gathered += 1;
         }

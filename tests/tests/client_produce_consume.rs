@@ -1030,3 +1030,41 @@ async fn poll_with_shows_what_poll_returns() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// A partitioner that answers a partition the topic lacks fails a
+/// `send_many` call at that record; the records before it were queued and
+/// are delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_many_stops_at_a_bad_partitioner_answer() -> anyhow::Result<()> {
+    #[derive(Debug)]
+    struct KeyIsPartition;
+    impl skiff_client::Partitioner for KeyIsPartition {
+        fn partition(&self, _: &str, key: Option<&[u8]>, _: Option<&[u8]>, _: i32) -> Option<i32> {
+            key.map(|key| i32::from(key[0]))
+        }
+    }
+    let dir = tempfile::tempdir()?;
+    let broker = Broker::start(skiffd_bin!(), dir.path())?;
+    let client = broker.client(Transport::Tcp).await?;
+    create_topic(&client, "bad-partitioner", 2).await?;
+    let config = ProducerConfig {
+        partitioner: std::sync::Arc::new(KeyIsPartition),
+        ..quick_producer(Acks::All)
+    };
+    let producer = Producer::new(client.clone(), config).await?;
+    let record =
+        |partition: &'static [u8]| ProducerRecord::new("bad-partitioner", b"v").key(partition);
+    let refused = producer
+        .send_many(&[record(&[1]), record(&[0]), record(&[7]), record(&[0])])
+        .await;
+    ensure!(
+        matches!(refused, Err(Error::UnknownPartition { partition: 7, .. })),
+        "{refused:?}"
+    );
+    producer.close().await?;
+    let records = consume_all(&client, "bad-partitioner", 2, WAIT).await?;
+    let mut partitions: Vec<i32> = records.iter().map(|r| r.partition).collect();
+    partitions.sort_unstable();
+    ensure!(partitions == [0, 1], "delivered to {partitions:?}");
+    Ok(())
+}

@@ -66,10 +66,6 @@ impl Shared {
                 return;
             }
         }
-        if let Some(active) = segments.last() {
-            if let Err(error) = active.start_writeback() {
-                tracing::warn!(topic = %self.topic, partition = self.partition, %error, "starting writeback failed");
-            }
-        }
+        self.start_active_writeback();
     }
 }

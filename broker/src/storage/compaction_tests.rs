@@ -296,7 +296,7 @@ proptest::proptest! {
 /// `start_background` compacts on its own: with the clock moved past the
 /// maintenance interval, the background task rewrites the closed segments
 /// while the log keeps taking appends and serving reads.
-#[tokio::test(start_paused = true)]
+#[tokio::test]
 async fn background_task_compacts() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::at(0);

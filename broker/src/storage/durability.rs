@@ -81,6 +81,18 @@ impl Shared {
         Ok(target)
     }
 
+    /// Starts the writeback of what was appended to the active segment
+    /// since the last call, in steps that yield the CPU (background pass
+    /// only). A failure here is only logged: the fdatasync that follows, or
+    /// the cache window's drop, reports it.
+    pub(crate) fn start_active_writeback(&self) {
+        if let Some(active) = self.segments_snapshot().last() {
+            if let Err(error) = active.start_writeback() {
+                tracing::warn!(topic = %self.topic, partition = self.partition, %error, "starting writeback failed");
+            }
+        }
+    }
+
     fn check_writable_or_closed(&self) -> Result<()> {
         if self.poisoned.load(Ordering::Acquire) {
             return Err(StorageError::Poisoned {

@@ -267,6 +267,52 @@ async fn periodic_flush_policy() {
     assert!(!log.shared().has_pending_closed());
 }
 
+/// Whether `path` is on tmpfs, which has no disk to drop pages to.
+fn on_tmpfs(path: &std::path::Path) -> bool {
+    // SAFETY: statfs on a valid path into a zeroed struct.
+    unsafe {
+        let mut stat: libc::statfs = std::mem::zeroed();
+        let path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        libc::statfs(path.as_ptr(), &mut stat) == 0 && stat.f_type == libc::TMPFS_MAGIC
+    }
+}
+
+/// Segments of `segment_bytes`, a page-cache window, and flushes only when asked.
+fn window_config(segment_bytes: u64, window_bytes: u64) -> LogConfig {
+    LogConfig {
+        segment_bytes,
+        flush: FlushPolicy::Periodic {
+            flush_ms: 1_000_000,
+            flush_messages: 1_000_000,
+        },
+        cache_window_bytes: Some(window_bytes),
+        ..small_config()
+    }
+}
+
+/// Appends `count` batches of `records` records of 1 000 bytes; returns them without offsets.
+fn append_batches(log: &PartitionLog, count: i64, records: usize) -> Vec<Vec<u8>> {
+    (0..count)
+        .map(|i| {
+            let b = batch(records, 1_000, i, i as u8);
+            log.append(&b).unwrap();
+            without_offset(&b)
+        })
+        .collect()
+}
+
+/// Every batch of the log, read from the start, without offsets.
+fn read_all(log: &PartitionLog) -> Vec<Vec<u8>> {
+    let mut offset = 0;
+    let mut read_back = Vec::new();
+    while offset < log.log_end_offset() {
+        let chunk = batches_of(log.read(offset, usize::MAX).unwrap());
+        offset = chunk.last().unwrap().1 + 1;
+        read_back.extend(chunk.into_iter().map(|(_, _, bytes)| bytes));
+    }
+    read_back
+}
+
 /// With a page-cache window, a background pass drops what lies further
 /// behind the log end than the window (rolled segments wholly), writing it
 /// back first, and every batch still reads back intact (from disk).
@@ -275,22 +321,9 @@ fn cache_window_drops_pages_behind_it() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::at(0);
     let window_bytes = 40 * 1024;
-    let config = LogConfig {
-        segment_bytes: 16 * 1024,
-        flush: FlushPolicy::Periodic {
-            flush_ms: 1_000_000,
-            flush_messages: 1_000_000,
-        },
-        cache_window_bytes: Some(window_bytes),
-        ..small_config()
-    };
+    let config = window_config(16 * 1024, window_bytes);
     let (manager, log) = open(dir.path(), config, &clock);
-    let mut appended = Vec::new();
-    for i in 0..60 {
-        let b = batch(3, 1_000, i, i as u8);
-        log.append(&b).unwrap();
-        appended.push(without_offset(&b));
-    }
+    let appended = append_batches(&log, 60, 3);
     let segments = log.shared().segments_snapshot();
     assert!(segments.len() > 5, "{} segments", segments.len());
     assert!(
@@ -315,28 +348,48 @@ fn cache_window_drops_pages_behind_it() {
         behind += size;
     }
     assert!(dropped_whole >= 3, "{dropped_whole} segments dropped");
-    // SAFETY: statfs on a valid path into a zeroed struct.
-    let tmpfs = unsafe {
-        let mut stat: libc::statfs = std::mem::zeroed();
-        let path = std::ffi::CString::new(dir.path().as_os_str().as_encoded_bytes()).unwrap();
-        libc::statfs(path.as_ptr(), &mut stat) == 0 && stat.f_type == libc::TMPFS_MAGIC
-    };
+    let tmpfs = on_tmpfs(dir.path());
     if !tmpfs {
-        // (tmpfs has no disk to drop pages to.)
         let oldest = &segments[0];
         assert_eq!(oldest.resident_pages(0, oldest.size_bytes()), 0);
         let active = &segments[segments.len() - 1];
         assert!(active.resident_pages(0, active.size_bytes()) > 0);
     }
 
-    let mut offset = 0;
-    let mut read_back = Vec::new();
-    while offset < log.log_end_offset() {
-        let chunk = batches_of(log.read(offset, usize::MAX).unwrap());
-        offset = chunk.last().unwrap().1 + 1;
-        read_back.extend(chunk.into_iter().map(|(_, _, bytes)| bytes));
+    assert_eq!(read_all(&log), appended);
+}
+
+/// Ranges longer than one background step are written back and dropped
+/// step by step, to their whole length.
+#[test]
+fn cache_window_steps_cover_whole_ranges() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::at(0);
+    let window_bytes = 64 * 1024;
+    let config = LogConfig {
+        max_message_bytes: 1024 * 1024,
+        ..window_config(64 * 1024 * 1024, window_bytes)
+    };
+    let (manager, log) = open(dir.path(), config, &clock);
+    let appended = append_batches(&log, 110, 60);
+    let segments = log.shared().segments_snapshot();
+    assert_eq!(segments.len(), 1);
+    let active = &segments[0];
+    let size = active.size_bytes();
+    assert!(size > 6 * BACKGROUND_STEP_BYTES, "{size} bytes appended");
+
+    manager.background_pass(0, false);
+    let page_bytes = super::segment::page_bytes();
+    assert_eq!(active.writeback_started_bytes(), size - size % page_bytes);
+    let expected_drop = (size - window_bytes) / CACHE_DROP_STEP_BYTES * CACHE_DROP_STEP_BYTES;
+    assert!(expected_drop > BACKGROUND_STEP_BYTES);
+    assert_eq!(active.uncached_bytes(), expected_drop);
+    let tmpfs = on_tmpfs(dir.path());
+    if !tmpfs {
+        assert_eq!(active.resident_pages(0, expected_drop), 0);
+        assert!(active.resident_pages(expected_drop, size) > 0);
     }
-    assert_eq!(read_back, appended);
+    assert_eq!(read_all(&log), appended);
 }
 
 /// A failed writeback while dropping pages poisons the partition as a failed

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use super::background::BackgroundWorker;
 use super::error::{Result, StorageError};
 use super::format::{parse_partition_dir_name, partition_dir_name, CLEAN_SHUTDOWN_FILE};
 use super::log::PartitionLog;
@@ -192,6 +193,13 @@ impl LogManager {
         let mut shutdown = self.shutdown.subscribe();
         let tick = Duration::from_millis(BACKGROUND_TICK_MS);
         let mut last_maintenance_ms = started_ms;
+        let worker = match BackgroundWorker::start("skiff-storage") {
+            Ok(worker) => Some(worker),
+            Err(error) => {
+                tracing::warn!(%error, "no storage background thread; passes run on the blocking pool");
+                None
+            }
+        };
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(tick) => {}
@@ -203,11 +211,16 @@ impl LogManager {
                 last_maintenance_ms = now_ms;
             }
             let manager = self.clone();
-            let work = tokio::task::spawn_blocking(move || {
-                manager.background_pass(now_ms, run_maintenance)
-            });
-            if let Err(error) = work.await {
-                tracing::error!(%error, "storage background pass panicked");
+            let pass = move || manager.background_pass(now_ms, run_maintenance);
+            let failure = match &worker {
+                Some(worker) => worker.run(pass).await.err().map(|e| e.to_string()),
+                None => tokio::task::spawn_blocking(pass)
+                    .await
+                    .err()
+                    .map(|e| e.to_string()),
+            };
+            if let Some(error) = failure {
+                tracing::error!(%error, "storage background pass failed");
             }
         }
     }
@@ -241,6 +254,8 @@ impl LogManager {
                 FlushPolicy::Sync => shared.has_pending_closed(),
             };
             if due {
+                // Submitted in steps first: the fdatasync then mostly waits.
+                shared.start_active_writeback();
                 if let Err(error) = log.flush() {
                     tracing::error!(topic = %topic, partition, %error, "flush failed");
                 }

@@ -11,6 +11,7 @@
 //! - [`recovery`]: opening a partition directory, validating what a crash may have torn.
 //! - [`retention`] and [`compaction`]: background removal of old data.
 //! - [`manager`]: [`LogManager`], all partitions of a data directory.
+//! - [`background`]: the thread of the background pass, below request handling.
 //!
 //! # Durability
 //!
@@ -39,6 +40,7 @@
 //! such bytes are never served, and the log is not cut, since the data after
 //! them was acknowledged and is intact.
 
+pub mod background;
 pub mod cache_window;
 pub mod compaction;
 pub mod durability;
@@ -144,6 +146,12 @@ pub const PREALLOCATE_CHUNK_BYTES: u64 = 16 * 1024 * 1024;
 /// The page cache of the active segment is dropped in steps of this many
 /// bytes, so a slow partition is not visited with a syscall per pass.
 pub const CACHE_DROP_STEP_BYTES: u64 = 4 * 1024 * 1024;
+/// The background pass writes back and drops pages in syscalls of at most
+/// this many bytes and yields the CPU between them: the kernel work of one
+/// call (about 0.15 ms per MiB here) cannot be preempted on kernels built
+/// without preemption, and a request thread woken meanwhile would wait
+/// for all of it (see [`background`]).
+pub const BACKGROUND_STEP_BYTES: u64 = 1024 * 1024;
 
 impl LogConfig {
     pub fn validate(&self) -> Result<()> {

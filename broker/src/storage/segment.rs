@@ -29,6 +29,7 @@ use skiff_protocol::batch::{BatchHeader, RecordBatchView};
 use super::error::{Result, StorageError};
 use super::format::{segment_path, IndexHeader, IndexKind, LOG_SUFFIX, TEMP_SUFFIX};
 use super::index::{IndexBuilder, SparseIndex};
+use super::BACKGROUND_STEP_BYTES;
 
 /// Where the first invalid batch of a scan was found, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -560,62 +561,75 @@ impl Segment {
             return Ok(());
         }
         assert!(end <= self.map.len() as u64, "drop past the mapping");
-        self.sync_range(
-            start,
-            end,
-            libc::SYNC_FILE_RANGE_WAIT_BEFORE
-                | libc::SYNC_FILE_RANGE_WRITE
-                | libc::SYNC_FILE_RANGE_WAIT_AFTER,
-        )?;
         let page_bytes = page_bytes();
-        let map_start = start - start % page_bytes;
-        // SAFETY: `map_start..end` lies inside the mapping (asserted above;
-        // `map_start` is page-aligned as madvise requires). The mapping is a
-        // read-only shared file mapping, so MADV_DONTNEED only unmaps its
-        // pages: a reader touching them again maps them back from the page
-        // cache or the file, seeing the same bytes.
-        let rc = unsafe {
-            libc::madvise(
-                self.map.as_ptr().add(map_start as usize) as *mut libc::c_void,
-                (end - map_start) as usize,
-                libc::MADV_DONTNEED,
-            )
-        };
-        if rc != 0 {
-            let error = std::io::Error::last_os_error();
-            tracing::warn!(path = %self.log_path.display(), %error, "madvise(DONTNEED) failed");
-            return Ok(());
+        let mut step_start = start;
+        while step_start < end {
+            let step_end = end.min(step_start + BACKGROUND_STEP_BYTES);
+            self.sync_range(
+                step_start,
+                step_end,
+                libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                    | libc::SYNC_FILE_RANGE_WRITE
+                    | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+            )?;
+            let map_start = step_start - step_start % page_bytes;
+            // SAFETY: `map_start..step_end` lies inside the mapping (`end` is
+            // asserted above; `map_start` is page-aligned as madvise
+            // requires). The mapping is a read-only shared file mapping, so
+            // MADV_DONTNEED only unmaps its pages: a reader touching them
+            // again maps them back from the page cache or the file, seeing
+            // the same bytes.
+            let rc = unsafe {
+                libc::madvise(
+                    self.map.as_ptr().add(map_start as usize) as *mut libc::c_void,
+                    (step_end - map_start) as usize,
+                    libc::MADV_DONTNEED,
+                )
+            };
+            if rc != 0 {
+                let error = std::io::Error::last_os_error();
+                tracing::warn!(path = %self.log_path.display(), %error, "madvise(DONTNEED) failed");
+                return Ok(());
+            }
+            // SAFETY: plain syscall on an open descriptor.
+            let rc = unsafe {
+                libc::posix_fadvise(
+                    self.file.as_raw_fd(),
+                    step_start as libc::off_t,
+                    (step_end - step_start) as libc::off_t,
+                    libc::POSIX_FADV_DONTNEED,
+                )
+            };
+            if rc != 0 {
+                let error = std::io::Error::from_raw_os_error(rc);
+                tracing::warn!(path = %self.log_path.display(), %error, "posix_fadvise(DONTNEED) failed");
+                return Ok(());
+            }
+            self.uncached_bytes.store(step_end, Ordering::Release);
+            step_start = step_end;
+            std::thread::yield_now();
         }
-        // SAFETY: plain syscall on an open descriptor.
-        let rc = unsafe {
-            libc::posix_fadvise(
-                self.file.as_raw_fd(),
-                start as libc::off_t,
-                (end - start) as libc::off_t,
-                libc::POSIX_FADV_DONTNEED,
-            )
-        };
-        if rc != 0 {
-            let error = std::io::Error::from_raw_os_error(rc);
-            tracing::warn!(path = %self.log_path.display(), %error, "posix_fadvise(DONTNEED) failed");
-            return Ok(());
-        }
-        self.uncached_bytes.store(end, Ordering::Release);
         Ok(())
     }
 
     /// Starts (without waiting for) the writeback of whole pages appended
     /// since the last call, so that by the time they leave the cache window
-    /// they are clean and the drop does not wait for the disk.
+    /// or a periodic flush syncs them they are clean, and neither the drop
+    /// nor the fdatasync submits them in one long call. Called by the
+    /// background pass, one caller at a time.
     pub fn start_writeback(&self) -> Result<()> {
         let from = self.writeback_started_bytes.load(Ordering::Acquire);
         let size = self.size_bytes();
         let to = size - size % page_bytes();
-        if to <= from {
-            return Ok(());
+        let mut step_start = from;
+        while step_start < to {
+            let step_end = to.min(step_start + BACKGROUND_STEP_BYTES);
+            self.sync_range(step_start, step_end, libc::SYNC_FILE_RANGE_WRITE)?;
+            self.writeback_started_bytes
+                .store(step_end, Ordering::Release);
+            step_start = step_end;
+            std::thread::yield_now();
         }
-        self.sync_range(from, to, libc::SYNC_FILE_RANGE_WRITE)?;
-        self.writeback_started_bytes.store(to, Ordering::Release);
         Ok(())
     }
 
@@ -638,6 +652,12 @@ impl Segment {
                 return Err(StorageError::io(&self.log_path, error));
             }
         }
+    }
+
+    /// Prefix whose writeback `start_writeback` has started, for tests.
+    #[cfg(test)]
+    pub fn writeback_started_bytes(&self) -> u64 {
+        self.writeback_started_bytes.load(Ordering::Acquire)
     }
 
     /// Pages of bytes `from..to` in the page cache (mincore), for tests.
@@ -728,7 +748,7 @@ fn map_file(file: &File, path: &Path, len: u64) -> Result<Bytes> {
     Ok(Bytes::from_owner(map))
 }
 
-fn page_bytes() -> u64 {
+pub(crate) fn page_bytes() -> u64 {
     // SAFETY: sysconf has no preconditions.
     let bytes = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     u64::try_from(bytes).unwrap_or(4096).max(1)

@@ -21,7 +21,11 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    let cpus = std::thread::available_parallelism().map_or(1, |cpus| cpus.get());
+    let worker_threads = config.worker_threads_resolved(cpus);
+    tracing::info!(cpus, worker_threads, "starting the runtime");
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(worker_threads)
         .enable_all()
         .build()?;
     runtime.block_on(async move {

@@ -5,12 +5,17 @@
 //! preparing the next segment) is kernel work of a few milliseconds at a
 //! time under a steady producer: submitting writeback, freeing pages. On a
 //! small machine a request-handling thread woken behind it waited for it
-//! to finish (the scheduler let the pass run out its slice, 3–6 ms, while
-//! the woken thread queued on the same CPU), which set the 99th percentile
-//! of produce and end-to-end latency. At a raised nice value the pass
-//! yields to a waking request thread at once and still gets its share of
-//! an overloaded CPU, so flushes keep going; nothing on the request path
-//! waits for it (sync-mode producers flush on a thread of their own).
+//! (3–6 ms, sometimes with the other CPU idle), which set the 99th
+//! percentile of produce and end-to-end latency. A kernel built without
+//! preemption does not stop work inside a syscall for a woken thread, so
+//! the pass works in steps of [`BACKGROUND_STEP_BYTES`] and yields between
+//! them (`Segment::drop_cache_below`, `Segment::start_writeback`); the
+//! raised nice value makes the scheduler pick the request threads at those
+//! points and gives the pass a small share of a contended CPU, which still
+//! keeps flushes going. Nothing on the request path waits for this thread
+//! (sync-mode producers flush on tokio's blocking pool).
+//!
+//! [`BACKGROUND_STEP_BYTES`]: super::BACKGROUND_STEP_BYTES
 
 use std::panic::AssertUnwindSafe;
 use std::sync::mpsc;
@@ -101,7 +106,7 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn jobs_run_in_order_at_the_lower_priority() {
+    async fn jobs_run_on_the_named_thread_at_the_lower_priority() {
         let own_before = own_nice();
         let worker = BackgroundWorker::start("test-background").unwrap();
         let nice = worker.run(own_nice).await.unwrap();

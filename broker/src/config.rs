@@ -362,7 +362,7 @@ impl Config {
     /// (network receive processing, page-cache writeback) and its storage
     /// thread run beside the workers, and a worker queued behind them on a
     /// busy CPU delays every request it holds. On two CPUs shared with the
-    /// clients, one worker halved the end-to-end p99 at 300 k records/s
+    /// clients, one worker nearly halved the end-to-end p99 at 300 k records/s
     /// and lifted QUIC consume by a third (BENCHMARKS.md).
     pub fn worker_threads_resolved(&self, cpus: usize) -> usize {
         match self.worker_threads {

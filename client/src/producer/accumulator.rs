@@ -124,8 +124,10 @@ pub(crate) struct Accumulator {
     /// as untouched pages, and faulting and zeroing them cost more than
     /// filling them (11 % of all CPU with 64 partitions, in perf).
     spare_buffers: Vec<Vec<u8>>,
-    /// At most this many spare buffers are kept.
-    spare_buffers_max: usize,
+    /// The capacity of `spare_buffers`, in bytes.
+    spare_bytes: usize,
+    /// At most this much capacity is kept spare.
+    spare_bytes_max: usize,
 }
 
 /// A record needs a new batch, and `buffer_memory` has not got the bytes
@@ -178,7 +180,8 @@ impl Accumulator {
     ) -> Self {
         Accumulator {
             spare_buffers: Vec::new(),
-            spare_buffers_max: spare_bytes_max / batch_size.max(1),
+            spare_bytes: 0,
+            spare_bytes_max,
             topics: Vec::new(),
             topic_slots: HashMap::new(),
             last_slot: 0,
@@ -337,7 +340,10 @@ impl Accumulator {
             queue.open = Some(OpenBatch {
                 id,
                 builder: match self.spare_buffers.pop() {
-                    Some(buffer) => RecordBatchBuilder::with_buffer(config, buffer),
+                    Some(buffer) => {
+                        self.spare_bytes -= buffer.capacity();
+                        RecordBatchBuilder::with_buffer(config, buffer)
+                    }
                     None => RecordBatchBuilder::with_capacity(config, batch_size),
                 },
                 outcome: Arc::new(BatchOutcome::default()),
@@ -455,14 +461,15 @@ impl Accumulator {
     /// Keeps the buffer of a completed batch for a later one, if nothing
     /// else holds it and it is big enough for a full batch.
     pub fn recycle(&mut self, batch_bytes: Bytes) {
-        if self.spare_buffers.len() >= self.spare_buffers_max {
-            return;
-        }
         let Ok(buffer) = batch_bytes.try_into_mut() else {
             return;
         };
         let buffer = Vec::from(buffer);
-        if buffer.capacity() >= BATCH_HEADER_BYTES + self.batch_size {
+        let capacity = buffer.capacity();
+        if capacity >= BATCH_HEADER_BYTES + self.batch_size
+            && self.spare_bytes + capacity <= self.spare_bytes_max
+        {
+            self.spare_bytes += capacity;
             self.spare_buffers.push(buffer);
         }
     }
@@ -542,11 +549,10 @@ mod tests {
         for _ in 0..3 {
             acc.recycle(Bytes::from(Vec::with_capacity(300)));
         }
-        assert_eq!(
-            acc.spare_buffers.len(),
-            2,
-            "at most 400 / 200 spare buffers"
-        );
+        assert_eq!(acc.spare_buffers.len(), 1, "at most 400 spare bytes");
+        acc.append("t", 0, 1, &record(b"third"), Some, || now, |_| ())
+            .unwrap();
+        assert_eq!(acc.spare_bytes, 0, "the spare taken is no longer counted");
     }
 
     /// Batches seal at batch_size and get contiguous sequences per partition.

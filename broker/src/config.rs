@@ -13,6 +13,8 @@ use clap::{ArgAction, Parser};
 use serde::Deserialize;
 use thiserror::Error;
 
+use crate::storage::cache_window::CONSUMED_CACHE_WINDOW_BYTES_DEFAULT;
+
 /// Errors reading the configuration.
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -87,6 +89,10 @@ pub struct TopicDefaults {
     /// Page cache kept per partition behind the end of its log once on
     /// disk; -1 = all of it, as the kernel decides (`skiff.cache.window.bytes`).
     pub cache_window_bytes: i64,
+    /// As `cache_window_bytes`, for data consumers have read only, and no
+    /// faster than appends come in; -1 = no limit
+    /// (`skiff.cache.consumed.window.bytes`).
+    pub consumed_cache_window_bytes: i64,
 }
 
 impl Default for TopicDefaults {
@@ -105,6 +111,7 @@ impl Default for TopicDefaults {
             flush_ms: 1000,
             flush_messages: 10_000,
             cache_window_bytes: -1,
+            consumed_cache_window_bytes: CONSUMED_CACHE_WINDOW_BYTES_DEFAULT as i64,
         }
     }
 }
@@ -325,6 +332,14 @@ pub struct Cli {
         allow_negative_numbers = true
     )]
     pub topic_cache_window_bytes: Option<i64>,
+    /// Page cache kept per partition behind the log end for data consumers have read, -1 = no limit (skiff.cache.consumed.window.bytes). [default: 268435456]
+    #[arg(
+        long,
+        env = "SKIFF_TOPIC_CONSUMED_CACHE_WINDOW_BYTES",
+        value_name = "BYTES",
+        allow_negative_numbers = true
+    )]
+    pub topic_consumed_cache_window_bytes: Option<i64>,
     /// Partitions of __consumer_offsets when first created (offsets.topic.num.partitions). [default: 50]
     #[arg(long, env = "SKIFF_OFFSETS_TOPIC_PARTITIONS", value_name = "N")]
     pub offsets_topic_partitions: Option<i32>,
@@ -456,6 +471,10 @@ impl Config {
         set(&mut topic.flush_messages, &cli.topic_flush_messages);
         set(&mut topic.cache_window_bytes, &cli.topic_cache_window_bytes);
         set(
+            &mut topic.consumed_cache_window_bytes,
+            &cli.topic_consumed_cache_window_bytes,
+        );
+        set(
             &mut self.offsets_topic_partitions,
             &cli.offsets_topic_partitions,
         );
@@ -510,6 +529,12 @@ impl Config {
         }
         if self.topic.cache_window_bytes < -1 {
             return invalid("topic.cache_window_bytes", "must be -1 (no limit) or more");
+        }
+        if self.topic.consumed_cache_window_bytes < -1 {
+            return invalid(
+                "topic.consumed_cache_window_bytes",
+                "must be -1 (no limit) or more",
+            );
         }
         if self.offsets_topic_partitions < 1 {
             return invalid("offsets_topic_partitions", "must be at least 1");
@@ -599,6 +624,11 @@ mod tests {
         assert_eq!(config.topic.cache_window_bytes, -1);
         let window = Config::from_toml("[topic]\ncache_window_bytes = 268435456\n").unwrap();
         assert_eq!(window.topic.cache_window_bytes, 256 << 20);
+        assert_eq!(config.topic.consumed_cache_window_bytes, 256 << 20);
+        let kernel = Config::from_toml("[topic]\nconsumed_cache_window_bytes = -1\n").unwrap();
+        assert_eq!(kernel.topic.consumed_cache_window_bytes, -1);
+        let below = Config::from_toml("[topic]\nconsumed_cache_window_bytes = -2\n").unwrap();
+        assert!(below.validate().is_err());
     }
 
     /// Limits that the server could not honour are refused at start.

@@ -20,6 +20,7 @@ pub const CONFIG_NAMES: &[&str] = &[
     "retention.ms",
     "segment.bytes",
     "segment.ms",
+    "skiff.cache.consumed.window.bytes",
     "skiff.cache.window.bytes",
 ];
 
@@ -82,6 +83,9 @@ pub fn resolve(
             "skiff.cache.window.bytes" => {
                 settings.cache_window_bytes = at_least(n, parse(n, value)?, -1)?
             }
+            "skiff.cache.consumed.window.bytes" => {
+                settings.consumed_cache_window_bytes = at_least(n, parse(n, value)?, -1)?
+            }
             _ => {
                 return Err(TopicError::InvalidConfig {
                     name: name.clone(),
@@ -125,6 +129,7 @@ pub fn value_of(settings: &TopicDefaults, name: &str) -> Option<String> {
         "segment.bytes" => settings.segment_bytes.to_string(),
         "segment.ms" => settings.segment_ms.to_string(),
         "skiff.cache.window.bytes" => settings.cache_window_bytes.to_string(),
+        "skiff.cache.consumed.window.bytes" => settings.consumed_cache_window_bytes.to_string(),
         _ => return None,
     })
 }
@@ -152,6 +157,7 @@ pub fn log_config(settings: &TopicDefaults) -> LogConfig {
             },
         },
         cache_window_bytes: u64::try_from(settings.cache_window_bytes).ok(),
+        consumed_cache_window_bytes: u64::try_from(settings.consumed_cache_window_bytes).ok(),
         ..LogConfig::default()
     }
 }

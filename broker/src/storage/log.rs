@@ -73,6 +73,10 @@ pub(crate) struct Shared {
     /// Serialises retention and compaction of this partition.
     pub maintenance: Mutex<()>,
     pub batches_since_flush: AtomicU64,
+    /// Bytes appended since the log was opened (the consumed cache window
+    /// drops as much as is appended).
+    pub(super) appended_bytes: AtomicU64,
+    pub(super) trim: Mutex<super::cache_window::TrimState>,
     pub last_flush_ms: AtomicI64,
     /// Flushes performed, for observing group commit.
     pub(super) flush_count: AtomicU64,
@@ -134,6 +138,8 @@ impl PartitionLog {
                 closed: AtomicBool::new(false),
                 maintenance: Mutex::new(()),
                 batches_since_flush: AtomicU64::new(0),
+                appended_bytes: AtomicU64::new(0),
+                trim: Mutex::new(Default::default()),
                 last_flush_ms: AtomicI64::new(now),
                 flush_count: AtomicU64::new(0),
                 #[cfg(test)]
@@ -390,6 +396,8 @@ impl Shared {
         self.log_end.store(next, Ordering::Release);
         self.batches_since_flush
             .fetch_add(planned.len() as u64, Ordering::Relaxed);
+        self.appended_bytes
+            .fetch_add(total_bytes as u64, Ordering::Relaxed);
         drop(writer);
         self.end_tx.send_replace(next);
         Ok(AppendInfo {

@@ -359,6 +359,63 @@ fn cache_window_drops_pages_behind_it() {
     assert_eq!(read_all(&log), appended);
 }
 
+/// The consumed window drops only what reads have returned and what lies
+/// further behind the log end than the window; unread data keeps its cache.
+#[test]
+fn consumed_cache_window_drops_only_read_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::at(0);
+    let window_bytes = 40 * 1024;
+    let config = LogConfig {
+        cache_window_bytes: None,
+        consumed_cache_window_bytes: Some(window_bytes),
+        ..window_config(16 * 1024, 0)
+    };
+    let (manager, log) = open(dir.path(), config, &clock);
+    let appended = append_batches(&log, 60, 3);
+    let segments = log.shared().segments_snapshot();
+    assert!(segments.len() > 5, "{} segments", segments.len());
+
+    manager.background_pass(0, false);
+    assert!(
+        segments.iter().all(|s| s.uncached_bytes() == 0),
+        "nothing was read"
+    );
+
+    // Read the oldest half of the log.
+    let half = log.log_end_offset() / 2;
+    let mut offset = 0;
+    while offset < half {
+        offset = batches_of(log.read(offset, 1).unwrap()).last().unwrap().1 + 1;
+    }
+    manager.background_pass(0, false);
+    let mut behind = 0;
+    let mut dropped_whole = 0;
+    for segment in segments.iter().rev() {
+        let size = segment.size_bytes();
+        let wholly_read = segment.read_high_bytes() == size;
+        if behind >= window_bytes && wholly_read {
+            assert_eq!(segment.uncached_bytes(), size, "{behind} bytes behind");
+            dropped_whole += 1;
+        } else {
+            assert_eq!(segment.uncached_bytes(), 0, "{behind} bytes behind");
+        }
+        behind += size;
+    }
+    assert!(dropped_whole >= 2, "{dropped_whole} segments dropped");
+    assert!(
+        segments.last().unwrap().read_high_bytes() == 0,
+        "the newest data was not read"
+    );
+    if !on_tmpfs(dir.path()) {
+        let oldest = &segments[0];
+        assert_eq!(oldest.resident_pages(0, oldest.size_bytes()), 0);
+        let newest_rolled = &segments[segments.len() - 2];
+        assert!(newest_rolled.resident_pages(0, newest_rolled.size_bytes()) > 0);
+    }
+    assert_eq!(read_all(&log), appended);
+}
+
 /// Ranges longer than one background step are written back and dropped
 /// step by step, to their whole length.
 #[test]

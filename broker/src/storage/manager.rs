@@ -6,6 +6,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use super::background::BackgroundWorker;
+use super::cache_window::Windows;
 use super::error::{Result, StorageError};
 use super::format::{parse_partition_dir_name, partition_dir_name, CLEAN_SHUTDOWN_FILE};
 use super::log::PartitionLog;
@@ -267,8 +268,12 @@ impl LogManager {
             }
             // After the preparation, which appends may be waiting for: the
             // trim can wait for the disk.
-            if let Some(window_bytes) = config.cache_window_bytes {
-                shared.trim_page_cache(window_bytes);
+            let windows = Windows {
+                all_bytes: config.cache_window_bytes,
+                consumed_bytes: config.consumed_cache_window_bytes,
+            };
+            if windows.all_bytes.is_some() || windows.consumed_bytes.is_some() {
+                shared.trim_page_cache(windows);
             }
             if !run_maintenance {
                 continue;

@@ -7,7 +7,7 @@
 //! - [`log`]: [`PartitionLog`], appends, reads, rolls.
 //! - [`prepare`]: the next segment's file, created and reserved ahead of the roll.
 //! - [`durability`]: group commit, flushes, the recovery checkpoint.
-//! - [`cache_window`]: an optional bound on the page cache a partition keeps.
+//! - [`cache_window`]: bounds on the page cache a partition keeps.
 //! - [`recovery`]: opening a partition directory, validating what a crash may have torn.
 //! - [`retention`] and [`compaction`]: background removal of old data.
 //! - [`manager`]: [`LogManager`], all partitions of a data directory.
@@ -117,6 +117,9 @@ pub struct LogConfig {
     /// cache once they are on disk; `None` leaves the page cache to the
     /// kernel (Kafka's behaviour). See [`cache_window`].
     pub cache_window_bytes: Option<u64>,
+    /// As `cache_window_bytes`, but only for data a fetch has returned, and
+    /// no faster than appends come in. See [`cache_window`].
+    pub consumed_cache_window_bytes: Option<u64>,
 }
 
 impl Default for LogConfig {
@@ -132,6 +135,7 @@ impl Default for LogConfig {
             delete_retention_ms: 24 * 3600 * 1000,
             flush: FlushPolicy::Sync,
             cache_window_bytes: None,
+            consumed_cache_window_bytes: Some(cache_window::CONSUMED_CACHE_WINDOW_BYTES_DEFAULT),
         }
     }
 }

@@ -68,6 +68,9 @@ pub struct Segment {
     /// Prefix whose page cache this process dropped (or never wrote: a
     /// segment found on disk starts fully counted).
     uncached_bytes: AtomicU64,
+    /// The end of the furthest read (the consumed cache window drops only
+    /// what was read).
+    read_high_bytes: AtomicU64,
     /// Prefix whose writeback `start_writeback` has started.
     writeback_started_bytes: AtomicU64,
     offset_index: RwLock<SparseIndex>,
@@ -134,6 +137,7 @@ impl Segment {
             verified_bytes: AtomicU64::new(0),
             synced_bytes: AtomicU64::new(0),
             uncached_bytes: AtomicU64::new(0),
+            read_high_bytes: AtomicU64::new(0),
             writeback_started_bytes: AtomicU64::new(0),
             offset_index: RwLock::new(SparseIndex::new(IndexKind::Offset)),
             time_index: RwLock::new(SparseIndex::new(IndexKind::Time)),
@@ -169,6 +173,7 @@ impl Segment {
             verified_bytes: AtomicU64::new(0),
             synced_bytes: AtomicU64::new(file_len),
             uncached_bytes: AtomicU64::new(file_len),
+            read_high_bytes: AtomicU64::new(0),
             writeback_started_bytes: AtomicU64::new(file_len),
             offset_index: RwLock::new(SparseIndex::new(IndexKind::Offset)),
             time_index: RwLock::new(SparseIndex::new(IndexKind::Time)),
@@ -407,7 +412,13 @@ impl Segment {
                 Err(_) => break,
             }
         }
+        self.read_high_bytes.fetch_max(end, Ordering::Relaxed);
         Ok(Some(self.map.slice(start as usize..end as usize)))
+    }
+
+    /// The end of the furthest read from this segment.
+    pub fn read_high_bytes(&self) -> u64 {
+        self.read_high_bytes.load(Ordering::Relaxed)
     }
 
     /// Position of the first batch whose last offset is `>= offset`.

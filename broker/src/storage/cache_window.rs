@@ -11,11 +11,11 @@
 //!
 //! - The consumed window (on by default, 256 MiB) drops only what a fetch
 //!   has already returned and what lies more than the window behind the end
-//!   of the log, and per background pass at most as much as was appended
-//!   since the last one: the cache stops growing while consumers keep up,
-//!   and is left alone while nobody appends (a consumer reading a backlog
-//!   gains nothing from drops) or nobody reads (data not yet consumed keeps
-//!   its cache). The price: a consumer that trails another consumer of the
+//!   of the log, and no faster than data is appended (a budget that appends
+//!   fill, capped at the window): the cache stops growing while consumers
+//!   keep up, and is left alone while nobody appends (a consumer reading a
+//!   backlog gains nothing from drops) or nobody reads (data not yet
+//!   consumed keeps its cache). The price: a consumer that trails another consumer of the
 //!   partition by more than the window reads from disk.
 //! - The window (off by default) drops whatever lies further behind the end
 //!   than it, read or not: a producer writing far more than memory recycles
@@ -121,6 +121,25 @@ impl Shared {
         if self.poisoned.load(Ordering::Acquire) {
             return;
         }
+        let mut budget_bytes = {
+            let mut state = super::log::lock(&self.trim);
+            let appended_bytes = self.appended_bytes.load(Ordering::Relaxed);
+            let new_bytes = appended_bytes.saturating_sub(state.seen_appended_bytes);
+            // Nothing appended: no page to recycle, and an idle partition
+            // costs the pass no more than this.
+            if new_bytes == 0 && windows.all_bytes.is_none() {
+                return;
+            }
+            state.seen_appended_bytes = appended_bytes;
+            // Saved budget is capped: after a long stretch of appends with
+            // nobody reading, the first reader does not set off a burst.
+            let budget_max = windows
+                .consumed_bytes
+                .unwrap_or(0)
+                .max(2 * CACHE_DROP_STEP_BYTES);
+            state.budget_bytes = state.budget_bytes.saturating_add(new_bytes).min(budget_max);
+            state.budget_bytes
+        };
         let segments = self.segments_snapshot();
         let Some(active) = segments.last() else {
             return;
@@ -134,21 +153,8 @@ impl Shared {
                 active: Arc::ptr_eq(segment, active),
             })
             .collect();
-        let targets = {
-            let mut state = super::log::lock(&self.trim);
-            let appended_bytes = self.appended_bytes.load(Ordering::Relaxed);
-            // Saved budget is capped: after a long stretch of appends with
-            // nobody reading, the first reader does not set off a burst.
-            let budget_max = windows
-                .consumed_bytes
-                .unwrap_or(0)
-                .max(2 * CACHE_DROP_STEP_BYTES);
-            state.budget_bytes = (state.budget_bytes)
-                .saturating_add(appended_bytes.saturating_sub(state.seen_appended_bytes))
-                .min(budget_max);
-            state.seen_appended_bytes = appended_bytes;
-            plan_drops(&caches, windows, &mut state.budget_bytes)
-        };
+        let targets = plan_drops(&caches, windows, &mut budget_bytes);
+        super::log::lock(&self.trim).budget_bytes = budget_bytes;
         for ((segment, cache), target) in segments.iter().zip(&caches).zip(targets) {
             if target <= cache.uncached_bytes {
                 continue;

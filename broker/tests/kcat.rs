@@ -292,30 +292,10 @@ fn kcat_reads_back_through_a_dropped_cache_window() -> Result<()> {
     )?;
 
     let partition_dir = dir.path().join("windowed-0");
-    let mut logs: Vec<_> = std::fs::read_dir(&partition_dir)?
-        .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|path| path.extension().is_some_and(|ext| ext == "log"))
-        .collect();
-    logs.sort();
+    let logs = segment_logs(&partition_dir)?;
     assert!(logs.len() > 10, "{} segments", logs.len());
-    // The background pass runs every 100 ms.
-    let oldest = &logs[0];
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    // SAFETY: statfs on a valid path into a zeroed struct.
-    let tmpfs = unsafe {
-        let mut stat: libc::statfs = std::mem::zeroed();
-        let path = std::ffi::CString::new(partition_dir.as_os_str().as_encoded_bytes())?;
-        libc::statfs(path.as_ptr(), &mut stat) == 0 && stat.f_type == libc::TMPFS_MAGIC
-    };
-    if !tmpfs {
-        while resident_pages(oldest)? > 0 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{} still cached",
-                oldest.display()
-            );
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
+    if !on_tmpfs(&partition_dir)? {
+        wait_uncached(&logs[0])?;
         let newest = &logs[logs.len() - 1];
         assert!(
             resident_pages(newest)? > 0,
@@ -324,6 +304,95 @@ fn kcat_reads_back_through_a_dropped_cache_window() -> Result<()> {
     }
 
     let consumed = consume_all(&broker, "windowed", 1)?;
+    assert_eq!(consumed.get(&0), Some(&records));
+    drop(client);
+    assert_eq!(broker.stop()?, 0);
+    Ok(())
+}
+
+/// Whether `dir` is on tmpfs, where the page cache is the file and is never dropped.
+fn on_tmpfs(dir: &std::path::Path) -> Result<bool> {
+    let path = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())?;
+    // SAFETY: statfs on a valid path into a zeroed struct.
+    Ok(unsafe {
+        let mut stat: libc::statfs = std::mem::zeroed();
+        libc::statfs(path.as_ptr(), &mut stat) == 0 && stat.f_type == libc::TMPFS_MAGIC
+    })
+}
+
+/// Waits until no page of `log` is cached (the background pass runs every
+/// 100 ms).
+fn wait_uncached(log: &std::path::Path) -> Result<()> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while resident_pages(log)? > 0 {
+        if std::time::Instant::now() > deadline {
+            bail!("{} still cached", log.display());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+/// The `.log` files of a partition directory, oldest first.
+fn segment_logs(partition_dir: &std::path::Path) -> Result<Vec<std::path::PathBuf>> {
+    let mut logs: Vec<_> = std::fs::read_dir(partition_dir)?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == "log"))
+        .collect();
+    logs.sort();
+    Ok(logs)
+}
+
+/// With the consumed window (on by default, set small here), data kcat has
+/// not read keeps its page cache; once it has been read and more is
+/// appended, the old segments' cache goes, and kcat still reads every
+/// record back from the start.
+#[test]
+fn kcat_reads_back_through_a_dropped_consumed_window() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let broker = Skiffd::start(
+        dir.path(),
+        &[
+            "--topic-segment-bytes",
+            "65536",
+            "--topic-consumed-cache-window-bytes",
+            "131072",
+        ],
+    )?;
+    let mut client = broker.connect()?;
+    assert_eq!(client.create_topic("consumed", 1, &[])?, 0);
+    let records: Vec<(String, String)> = (0..1_500)
+        .map(|i| (format!("key-{i}"), format!("{i:04}-{}", "v".repeat(1_000))))
+        .collect();
+    let produce = |records: &[(String, String)]| -> Result<()> {
+        let input: String = records.iter().map(|(k, v)| format!("{k}:{v}\n")).collect();
+        let args = ["-P", "-t", "consumed", "-p", "0", "-K:", "-X", "acks=all"];
+        // Small batches, so that segments of 64 KiB roll often.
+        let args = [&args[..], &["-X", "batch.num.messages=10"]].concat();
+        kcat(&broker, &args, Some(&input)).map(|_| ())
+    };
+    produce(&records[..750])?;
+    let partition_dir = dir.path().join("consumed-0");
+    let logs = segment_logs(&partition_dir)?;
+    assert!(logs.len() > 5, "{} segments", logs.len());
+    let tmpfs = on_tmpfs(&partition_dir)?;
+    // Several background passes.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    if !tmpfs {
+        assert!(resident_pages(&logs[0])? > 0, "unread data keeps its cache");
+    }
+
+    let consumed = consume_all(&broker, "consumed", 1)?;
+    assert_eq!(consumed.get(&0).map(Vec::len), Some(750));
+    produce(&records[750..])?;
+    if !tmpfs {
+        wait_uncached(&logs[0])?;
+        let logs = segment_logs(&partition_dir)?;
+        let newest = &logs[logs.len() - 1];
+        assert!(resident_pages(newest)? > 0, "unread data keeps its cache");
+    }
+
+    let consumed = consume_all(&broker, "consumed", 1)?;
     assert_eq!(consumed.get(&0), Some(&records));
     drop(client);
     assert_eq!(broker.stop()?, 0);

@@ -181,6 +181,32 @@ proptest! {
         prop_assert_eq!(count, records.len());
     }
 
+    /// Batches of many kilobytes whose records are checksummed in steps as
+    /// they are appended (in a fresh or a reused buffer, compressed or not)
+    /// carry the CRC a single pass over the finished batch computes.
+    #[test]
+    fn large_batches_carry_the_one_pass_crc(
+        config in arb_config(),
+        values in prop::collection::vec(0usize..3_000, 1..40),
+        reused in any::<bool>(),
+    ) {
+        let mut builder = match reused {
+            true => RecordBatchBuilder::with_buffer(config, vec![0xA5; 50_000]),
+            false => RecordBatchBuilder::new(config),
+        };
+        builder.checksum_while_appending();
+        for (i, len) in values.iter().enumerate() {
+            let value = vec![i as u8; *len];
+            builder.append(i as i64, Some(b"k"), Some(&value), &[]);
+        }
+        let bytes = builder.build().unwrap();
+        let crc = u32::from_be_bytes(bytes[CRC_OFFSET..CRC_OFFSET + 4].try_into().unwrap());
+        prop_assert_eq!(crc, skiff_protocol::batch::crc32c(&bytes[CRC_COVERED_FROM..]));
+        let view = RecordBatchView::new(bytes).unwrap();
+        view.validate().unwrap();
+        prop_assert_eq!(view.records().unwrap().count(), values.len());
+    }
+
     /// Any single-byte corruption of a batch is either caught (typed error) or,
     /// for the bytes the CRC does not cover, changes only those fields.
     #[test]

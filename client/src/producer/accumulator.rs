@@ -128,7 +128,16 @@ pub(crate) struct Accumulator {
     spare_bytes: usize,
     /// At most this much capacity is kept spare.
     spare_bytes_max: usize,
+    /// Batches being filled, over all partitions.
+    open_batches: usize,
 }
+
+/// With this many batches already filling, a new one checksums its records
+/// as they are appended: the batches together outgrow the caches, and a
+/// keyed producer over 64 partitions spent four times as long on the
+/// checksum of cold batches as one filling a single batch (BENCHMARKS.md,
+/// tenth session).
+const CHECKSUM_WHILE_APPENDING_OPEN_BATCHES: usize = 4;
 
 /// A record needs a new batch, and `buffer_memory` has not got the bytes
 /// the batch would hold.
@@ -182,6 +191,7 @@ impl Accumulator {
             spare_buffers: Vec::new(),
             spare_bytes: 0,
             spare_bytes_max,
+            open_batches: 0,
             topics: Vec::new(),
             topic_slots: HashMap::new(),
             last_slot: 0,
@@ -336,16 +346,21 @@ impl Accumulator {
             let id = self.next_batch_id;
             self.next_batch_id += 1;
             self.outstanding.insert(id);
+            let mut builder = match self.spare_buffers.pop() {
+                Some(buffer) => {
+                    self.spare_bytes -= buffer.capacity();
+                    RecordBatchBuilder::with_buffer(config, buffer)
+                }
+                None => RecordBatchBuilder::with_capacity(config, batch_size),
+            };
+            if self.open_batches >= CHECKSUM_WHILE_APPENDING_OPEN_BATCHES {
+                builder.checksum_while_appending();
+            }
+            self.open_batches += 1;
             let queue = &mut self.topics[slot].partitions[partition as usize];
             queue.open = Some(OpenBatch {
                 id,
-                builder: match self.spare_buffers.pop() {
-                    Some(buffer) => {
-                        self.spare_bytes -= buffer.capacity();
-                        RecordBatchBuilder::with_buffer(config, buffer)
-                    }
-                    None => RecordBatchBuilder::with_capacity(config, batch_size),
-                },
+                builder,
                 outcome: Arc::new(BatchOutcome::default()),
                 created: now(),
                 reserved_bytes,
@@ -385,9 +400,11 @@ impl Accumulator {
 
     fn try_seal(&mut self, topic: &str, partition: i32) -> Option<()> {
         let identity = self.identity;
-        let queues = self.queues_mut(topic)?;
+        let slot = *self.topic_slots.get(topic)?;
+        let queues = &mut self.topics[slot];
         let queue = queues.partitions.get_mut(partition as usize)?;
         let open = queue.open.take()?;
+        self.open_batches -= 1;
         if queues.sticky == Some(partition) {
             queues.previous_sticky = Some(partition);
             queues.sticky = None;
@@ -553,6 +570,52 @@ mod tests {
         acc.append("t", 0, 1, &record(b"third"), Some, || now, |_| ())
             .unwrap();
         assert_eq!(acc.spare_bytes, 0, "the spare taken is no longer counted");
+    }
+
+    /// Once four batches are filling, further ones checksum their records
+    /// as they are appended; every batch still carries a valid CRC.
+    #[test]
+    fn many_open_batches_checksum_while_appending() {
+        let mut acc = Accumulator::new(ProducerIdentity::NONE, Compression::None, 64 * 1024, 0);
+        let now = Instant::now();
+        let value = [3u8; 5_000];
+        for partition in 0..6 {
+            for _ in 0..4 {
+                acc.append("t", partition, 8, &record(&value), Some, || now, |_| ())
+                    .unwrap();
+            }
+        }
+        let checksumming: Vec<bool> = acc.topics[0].partitions[..6]
+            .iter()
+            .map(|queue| {
+                queue
+                    .open
+                    .as_ref()
+                    .unwrap()
+                    .builder
+                    .checksums_while_appending()
+            })
+            .collect();
+        assert_eq!(checksumming, [false, false, false, false, true, true]);
+        for partition in 0..6 {
+            acc.seal("t", partition);
+            let batch = acc.topics[0].partitions[partition as usize]
+                .ready
+                .pop_front()
+                .unwrap();
+            let view = RecordBatchView::new(batch.bytes).unwrap();
+            view.validate().unwrap();
+            assert_eq!(view.records().unwrap().count(), 4);
+        }
+        assert_eq!(acc.open_batches, 0);
+        acc.append("t", 7, 8, &record(&value), Some, || now, |_| ())
+            .unwrap();
+        assert!(!acc.topics[0].partitions[7]
+            .open
+            .as_ref()
+            .unwrap()
+            .builder
+            .checksums_while_appending());
     }
 
     /// Batches seal at batch_size and get contiguous sequences per partition.

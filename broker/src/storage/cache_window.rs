@@ -15,8 +15,8 @@
 //!   fill, capped at the window): the cache stops growing while consumers
 //!   keep up, and is left alone while nobody appends (a consumer reading a
 //!   backlog gains nothing from drops) or nobody reads (data not yet
-//!   consumed keeps its cache). The price: a consumer that trails another consumer of the
-//!   partition by more than the window reads from disk.
+//!   consumed keeps its cache). The price: a consumer that trails another
+//!   consumer of the partition by more than the window reads from disk.
 //! - The window (off by default) drops whatever lies further behind the end
 //!   than it, read or not: a producer writing far more than memory recycles
 //!   its pages too, and consumers further behind read from disk.

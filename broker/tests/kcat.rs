@@ -269,27 +269,8 @@ fn kcat_reads_back_through_a_dropped_cache_window() -> Result<()> {
     )?;
     let mut client = broker.connect()?;
     assert_eq!(client.create_topic("windowed", 1, &[])?, 0);
-    let records: Vec<(String, String)> = (0..1_500)
-        .map(|i| (format!("key-{i}"), format!("{i:04}-{}", "v".repeat(1_000))))
-        .collect();
-    let input: String = records.iter().map(|(k, v)| format!("{k}:{v}\n")).collect();
-    kcat(
-        &broker,
-        &[
-            "-P",
-            "-t",
-            "windowed",
-            "-p",
-            "0",
-            "-K:",
-            "-X",
-            "acks=all",
-            // Small batches, so that segments of 64 KiB roll often.
-            "-X",
-            "batch.num.messages=10",
-        ],
-        Some(&input),
-    )?;
+    let records = kilobyte_records(1_500);
+    produce_in_small_batches(&broker, "windowed", &records)?;
 
     let partition_dir = dir.path().join("windowed-0");
     let logs = segment_logs(&partition_dir)?;
@@ -333,6 +314,26 @@ fn wait_uncached(log: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
+/// `count` keyed records of about 1 KB each.
+fn kilobyte_records(count: usize) -> Vec<(String, String)> {
+    (0..count)
+        .map(|i| (format!("key-{i}"), format!("{i:04}-{}", "v".repeat(1_000))))
+        .collect()
+}
+
+/// Produces `records` to partition 0 of `topic` with kcat, 10 to a batch so
+/// that small segments roll often.
+fn produce_in_small_batches(
+    broker: &Skiffd,
+    topic: &str,
+    records: &[(String, String)],
+) -> Result<()> {
+    let input: String = records.iter().map(|(k, v)| format!("{k}:{v}\n")).collect();
+    let args = ["-P", "-t", topic, "-p", "0", "-K:", "-X", "acks=all"];
+    let args = [&args[..], &["-X", "batch.num.messages=10"]].concat();
+    kcat(broker, &args, Some(&input)).map(|_| ())
+}
+
 /// The `.log` files of a partition directory, oldest first.
 fn segment_logs(partition_dir: &std::path::Path) -> Result<Vec<std::path::PathBuf>> {
     let mut logs: Vec<_> = std::fs::read_dir(partition_dir)?
@@ -361,17 +362,8 @@ fn kcat_reads_back_through_a_dropped_consumed_window() -> Result<()> {
     )?;
     let mut client = broker.connect()?;
     assert_eq!(client.create_topic("consumed", 1, &[])?, 0);
-    let records: Vec<(String, String)> = (0..1_500)
-        .map(|i| (format!("key-{i}"), format!("{i:04}-{}", "v".repeat(1_000))))
-        .collect();
-    let produce = |records: &[(String, String)]| -> Result<()> {
-        let input: String = records.iter().map(|(k, v)| format!("{k}:{v}\n")).collect();
-        let args = ["-P", "-t", "consumed", "-p", "0", "-K:", "-X", "acks=all"];
-        // Small batches, so that segments of 64 KiB roll often.
-        let args = [&args[..], &["-X", "batch.num.messages=10"]].concat();
-        kcat(&broker, &args, Some(&input)).map(|_| ())
-    };
-    produce(&records[..750])?;
+    let records = kilobyte_records(1_500);
+    produce_in_small_batches(&broker, "consumed", &records[..750])?;
     let partition_dir = dir.path().join("consumed-0");
     let logs = segment_logs(&partition_dir)?;
     assert!(logs.len() > 5, "{} segments", logs.len());
@@ -384,7 +376,7 @@ fn kcat_reads_back_through_a_dropped_consumed_window() -> Result<()> {
 
     let consumed = consume_all(&broker, "consumed", 1)?;
     assert_eq!(consumed.get(&0).map(Vec::len), Some(750));
-    produce(&records[750..])?;
+    produce_in_small_batches(&broker, "consumed", &records[750..])?;
     if !tmpfs {
         wait_uncached(&logs[0])?;
         let logs = segment_logs(&partition_dir)?;

@@ -121,25 +121,23 @@ impl Shared {
         if self.poisoned.load(Ordering::Acquire) {
             return;
         }
-        let mut budget_bytes = {
-            let mut state = super::log::lock(&self.trim);
-            let appended_bytes = self.appended_bytes.load(Ordering::Relaxed);
-            let new_bytes = appended_bytes.saturating_sub(state.seen_appended_bytes);
-            // Nothing appended: no page to recycle, and an idle partition
-            // costs the pass no more than this.
-            if new_bytes == 0 && windows.all_bytes.is_none() {
-                return;
-            }
-            state.seen_appended_bytes = appended_bytes;
-            // Saved budget is capped: after a long stretch of appends with
-            // nobody reading, the first reader does not set off a burst.
-            let budget_max = windows
-                .consumed_bytes
-                .unwrap_or(0)
-                .max(2 * CACHE_DROP_STEP_BYTES);
-            state.budget_bytes = state.budget_bytes.saturating_add(new_bytes).min(budget_max);
-            state.budget_bytes
-        };
+        // Only the background pass takes this lock.
+        let mut state = super::log::lock(&self.trim);
+        let appended_bytes = self.appended_bytes.load(Ordering::Relaxed);
+        let new_bytes = appended_bytes.saturating_sub(state.seen_appended_bytes);
+        // Nothing appended: no page to recycle, and an idle partition costs
+        // the pass no more than this.
+        if new_bytes == 0 && windows.all_bytes.is_none() {
+            return;
+        }
+        state.seen_appended_bytes = appended_bytes;
+        // Saved budget is capped: after a long stretch of appends with nobody
+        // reading, the first reader does not set off a burst.
+        let budget_max = windows
+            .consumed_bytes
+            .unwrap_or(0)
+            .max(2 * CACHE_DROP_STEP_BYTES);
+        state.budget_bytes = state.budget_bytes.saturating_add(new_bytes).min(budget_max);
         let segments = self.segments_snapshot();
         let Some(active) = segments.last() else {
             return;
@@ -153,8 +151,8 @@ impl Shared {
                 active: Arc::ptr_eq(segment, active),
             })
             .collect();
-        let targets = plan_drops(&caches, windows, &mut budget_bytes);
-        super::log::lock(&self.trim).budget_bytes = budget_bytes;
+        let targets = plan_drops(&caches, windows, &mut state.budget_bytes);
+        drop(state);
         for ((segment, cache), target) in segments.iter().zip(&caches).zip(targets) {
             if target <= cache.uncached_bytes {
                 continue;

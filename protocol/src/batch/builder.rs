@@ -214,7 +214,6 @@ impl RecordBatchBuilder {
     /// Finishes the batch: compresses the records if configured, writes the
     /// header and the CRC-32C.
     pub fn build(self) -> Result<Bytes> {
-        let compressed = self.config.compression != Compression::None;
         let mut out = match self.config.compression {
             Compression::None => self.buf,
             codec => {
@@ -251,8 +250,9 @@ impl RecordBatchBuilder {
         header[51..53].copy_from_slice(&config.producer_epoch.to_be_bytes());
         header[53..57].copy_from_slice(&config.base_sequence.to_be_bytes());
         header[57..61].copy_from_slice(&self.records_count.to_be_bytes());
+        // `records_crc` is only kept for uncompressed batches.
         let crc = match self.records_crc {
-            Some(mut records_crc) if !compressed => {
+            Some(mut records_crc) => {
                 records_crc.update(&out[self.records_crc_upto..]);
                 crc32c_combine(
                     super::crc32c(&out[CRC_COVERED_FROM..BATCH_HEADER_BYTES]),
@@ -260,7 +260,7 @@ impl RecordBatchBuilder {
                     out.len() - BATCH_HEADER_BYTES,
                 )
             }
-            _ => super::crc32c(&out[CRC_COVERED_FROM..]),
+            None => super::crc32c(&out[CRC_COVERED_FROM..]),
         };
         out[CRC_OFFSET..CRC_COVERED_FROM].copy_from_slice(&crc.to_be_bytes());
         Ok(Bytes::from(out))

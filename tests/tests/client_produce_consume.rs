@@ -1031,6 +1031,55 @@ async fn poll_with_shows_what_poll_returns() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `send_many` asks the partitioner about each record once, in order,
+/// though it asks one record ahead (to prefetch that record's batch) and
+/// the call waits for buffer memory mid-way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_many_asks_the_partitioner_once_per_record_in_order() -> anyhow::Result<()> {
+    #[derive(Debug, Default)]
+    struct Asked(std::sync::Mutex<Vec<u8>>);
+    impl skiff_client::Partitioner for Asked {
+        fn partition(&self, _: &str, key: Option<&[u8]>, _: Option<&[u8]>, n: i32) -> Option<i32> {
+            let key = key?[0];
+            self.0.lock().ok()?.push(key);
+            Some(i32::from(key) % n)
+        }
+    }
+    let dir = tempfile::tempdir()?;
+    let broker = Broker::start(skiffd_bin!(), dir.path())?;
+    let client = broker.client(Transport::Tcp).await?;
+    create_topic(&client, "asked-once", 3).await?;
+    let asked = std::sync::Arc::new(Asked::default());
+    let config = ProducerConfig {
+        partitioner: asked.clone(),
+        batch_size: 2 * 1024,
+        // Room for a few batches: the call waits for memory several times.
+        buffer_memory: 8 * 1024,
+        ..quick_producer(Acks::All)
+    };
+    let producer = Producer::new(client.clone(), config).await?;
+    let keys: Vec<[u8; 1]> = (0..200u8).map(|i| [i]).collect();
+    let value = [7u8; 300];
+    let records: Vec<ProducerRecord<'_>> = keys
+        .iter()
+        .map(|key| ProducerRecord::new("asked-once", &value).key(key))
+        .collect();
+    let report = producer.send_many(&records).await?.await.into_result()?;
+    ensure!(report.failed_records() == 0);
+    for (key, metadata) in keys.iter().zip(report.iter()) {
+        let metadata = metadata.map_err(Clone::clone)?;
+        ensure!(metadata.partition == i32::from(key[0]) % 3);
+    }
+    let order = asked
+        .0
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .clone();
+    ensure!(order == (0..200u8).collect::<Vec<_>>(), "asked {order:?}");
+    producer.close().await?;
+    Ok(())
+}
+
 /// A partitioner that answers a partition the topic lacks fails a
 /// `send_many` call at that record; the records before it were queued and
 /// are delivered.

@@ -267,6 +267,24 @@ impl Accumulator {
         }
     }
 
+    /// Prefetches where a record of `bytes` would go in the open batch of
+    /// `topic`/`partition` (see [`RecordBatchBuilder::prefetch_append`]);
+    /// nothing if none is open.
+    pub fn prefetch_append(&self, topic: &str, partition: i32, bytes: usize) {
+        let slot = match self.topics.get(self.last_slot) {
+            Some(queues) if &*queues.name == topic => Some(self.last_slot),
+            _ => self.topic_slots.get(topic).copied(),
+        };
+        let open = slot
+            .and_then(|slot| self.topics.get(slot))
+            .zip(usize::try_from(partition).ok())
+            .and_then(|(queues, partition)| queues.partitions.get(partition))
+            .and_then(|queue| queue.open.as_ref());
+        if let Some(open) = open {
+            open.builder.prefetch_append(bytes);
+        }
+    }
+
     /// Appends a record to the open batch of `topic`/`partition`, sealing
     /// the open batch first if the record would overflow it.
     ///

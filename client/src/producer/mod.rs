@@ -322,25 +322,25 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// The record's partition: its own, the partitioner's, or the sticky one.
-    fn choose_partition(
-        &self,
+    /// The partition the record names or its partitioner picks, before the
+    /// sticky choice (which depends on the batches, so is made only when
+    /// the record is appended).
+    fn chosen_partition(&self, record: &ProducerRecord<'_>, partitions: i32) -> Option<i32> {
+        record.partition.or_else(|| {
+            self.config
+                .partitioner
+                .partition(record.topic, record.key, record.value, partitions)
+        })
+    }
+
+    /// The record's partition: `chosen`, or else the sticky one; checked.
+    fn place(
         acc: &mut Accumulator,
         record: &ProducerRecord<'_>,
+        chosen: Option<i32>,
         partitions: i32,
     ) -> Result<i32> {
-        let partition = match record.partition {
-            Some(partition) => partition,
-            None => match self.config.partitioner.partition(
-                record.topic,
-                record.key,
-                record.value,
-                partitions,
-            ) {
-                Some(partition) => partition,
-                None => acc.sticky_partition(record.topic, partitions),
-            },
-        };
+        let partition = chosen.unwrap_or_else(|| acc.sticky_partition(record.topic, partitions));
         check_partition(record.topic, partition, partitions)?;
         Ok(partition)
     }
@@ -385,6 +385,28 @@ impl Shared {
         drop(waiting);
         hold(held, more);
         Ok(())
+    }
+}
+
+/// The partitioner's answers for the record being placed and the one after
+/// it. `send_many` asks one record ahead, yet must ask about each record
+/// once and in order (a partitioner may keep state) however often a wait
+/// for buffer memory makes it place a record again.
+#[derive(Default)]
+struct ChosenAhead([Option<(usize, Option<i32>)>; 2]);
+
+impl ChosenAhead {
+    /// The answer for record `at`, asking for it only the first time.
+    fn get_or_ask(&mut self, at: usize, ask: impl FnOnce() -> Option<i32>) -> Option<i32> {
+        let slot = &mut self.0[at % 2];
+        match *slot {
+            Some((asked, choice)) if asked == at => choice,
+            _ => {
+                let choice = ask();
+                *slot = Some((at, choice));
+                choice
+            }
+        }
     }
 }
 
@@ -503,13 +525,15 @@ impl Producer {
         // buffer_memory taken while waiting for a new batch's share and not
         // yet handed to a batch; given back if this future is dropped.
         let mut held: Option<SemaphorePermit<'_>> = None;
+        // Asked once, though a wait for memory may place the record again.
+        let choice = shared.chosen_partition(&record, partitions);
         let appended = loop {
             let attempt = {
                 let mut acc = shared
                     .accumulator
                     .lock()
                     .map_err(|_| Error::Closed("producer"))?;
-                let partition = shared.choose_partition(&mut acc, &record, partitions)?;
+                let partition = Shared::place(&mut acc, &record, choice, partitions)?;
                 acc.append(
                     record.topic,
                     partition,
@@ -577,6 +601,9 @@ impl Producer {
         let mut held: Option<SemaphorePermit<'_>> = None;
         let mut next = 0;
         let mut topic_run = 0;
+        // Partitions are chosen one record ahead, so that the tail of the
+        // next record's batch is prefetched while this one is copied.
+        let mut chosen = ChosenAhead::default();
         while next < records.len() {
             let mut wake_sender = false;
             let mut sealed = false;
@@ -596,7 +623,25 @@ impl Producer {
                         topic_run += 1;
                     }
                     let partitions = topic_runs[topic_run].1;
-                    let partition = shared.choose_partition(&mut acc, record, partitions)?;
+                    let choice =
+                        chosen.get_or_ask(next, || shared.chosen_partition(record, partitions));
+                    let partition = Shared::place(&mut acc, record, choice, partitions)?;
+                    if let Some(following) = records.get(next + 1) {
+                        let partitions = match topic_runs.get(topic_run + 1) {
+                            Some(&(first, partitions)) if first == next + 1 => partitions,
+                            _ => partitions,
+                        };
+                        let choice = chosen.get_or_ask(next + 1, || {
+                            shared.chosen_partition(following, partitions)
+                        });
+                        if let Some(partition) = choice {
+                            acc.prefetch_append(
+                                following.topic,
+                                partition,
+                                following.estimated_bytes(),
+                            );
+                        }
+                    }
                     let timestamp = record.timestamp.unwrap_or(now);
                     let parts = record.parts(timestamp, record.estimated_bytes());
                     match acc.append(

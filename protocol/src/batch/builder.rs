@@ -129,6 +129,28 @@ impl RecordBatchBuilder {
         varint_len(body as i32) + body
     }
 
+    /// Asks the CPU to bring the next `bytes` of the buffer (as far as it
+    /// has room) into cache, ahead of an append there. A producer filling
+    /// many batches writes each record to lines of a batch it last touched
+    /// records ago; started while the record before is copied, their loads
+    /// overlap that copy instead of stalling this one's stores.
+    pub fn prefetch_append(&self, bytes: usize) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            const CACHE_LINE_BYTES: usize = 64;
+            let room = self.buf.capacity() - self.buf.len();
+            let start = self.buf.as_ptr().wrapping_add(self.buf.len());
+            for offset in (0..bytes.min(room)).step_by(CACHE_LINE_BYTES) {
+                // SAFETY: SSE is part of x86-64; a prefetch only hints and
+                // never faults, and the address lies inside the allocation.
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(start.wrapping_add(offset).cast()) };
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = bytes;
+    }
+
     fn record_body_len(
         &self,
         timestamp: i64,

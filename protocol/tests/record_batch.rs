@@ -181,6 +181,38 @@ proptest! {
         prop_assert_eq!(count, records.len());
     }
 
+    /// `try_append` takes a record exactly when `record_bytes` says it fits
+    /// under the limit (or the batch is empty), and a batch filled by it is
+    /// the batch `append` builds from the records it took.
+    #[test]
+    fn try_append_takes_what_fits_as_append_would(
+        config in arb_config(),
+        records in prop::collection::vec(arb_record(), 1..20),
+        limit_bytes in 0usize..400,
+    ) {
+        let mut trying = RecordBatchBuilder::new(config);
+        let mut taken = Vec::new();
+        for r in &records {
+            let headers: Vec<(&[u8], Option<&[u8]>)> = r
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_slice(), v.as_deref()))
+                .collect();
+            let (key, value) = (r.key.as_deref(), r.value.as_deref());
+            let fits = trying.is_empty()
+                || trying.estimated_bytes() + trying.record_bytes(r.timestamp, key, value, &headers)
+                    <= limit_bytes;
+            let before = trying.estimated_bytes();
+            prop_assert_eq!(trying.try_append(limit_bytes, r.timestamp, key, value, &headers), fits);
+            if fits {
+                taken.push(r.clone());
+            } else {
+                prop_assert_eq!(trying.estimated_bytes(), before);
+            }
+        }
+        prop_assert_eq!(trying.build().unwrap(), build(config, &taken));
+    }
+
     /// Batches of many kilobytes whose records are checksummed in steps as
     /// they are appended (in a fresh or a reused buffer, compressed or not,
     /// prefetched ahead of appends) carry the CRC a single pass over the

@@ -101,6 +101,12 @@ pub(crate) struct TopicQueues {
     previous_sticky: Option<i32>,
 }
 
+/// Where a topic's queues are in the [`Accumulator`]: valid for its whole
+/// life (topics are never removed), so a caller placing many records of one
+/// topic looks its name up once rather than per record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TopicSlot(usize);
+
 /// All partitions' accumulators, guarded by the producer's lock.
 pub(crate) struct Accumulator {
     /// Per topic, in order of first use.
@@ -217,9 +223,16 @@ impl Accumulator {
             .map(|&slot| &mut self.topics[slot])
     }
 
-    /// The index of `topic`'s queues, created if needed, with at least
+    /// Where `topic`'s queues are, created if needed, with at least
     /// `partitions` partitions.
-    fn topic_slot(&mut self, topic: &str, partitions: i32) -> usize {
+    pub fn topic_slot(&mut self, topic: &str, partitions: i32) -> TopicSlot {
+        let slot = self.slot_of(topic);
+        self.grow(slot, partitions);
+        TopicSlot(slot)
+    }
+
+    /// The index of `topic`'s queues, created if needed.
+    fn slot_of(&mut self, topic: &str) -> usize {
         let last = self.topics.get(self.last_slot);
         let found = if last.is_some_and(|queues| &*queues.name == topic) {
             Some(self.last_slot)
@@ -240,23 +253,29 @@ impl Accumulator {
                 self.topics.len() - 1
             }
         };
+        self.last_slot = slot;
+        slot
+    }
+
+    /// Makes room for `partitions` partitions in the queues at `slot`.
+    fn grow(&mut self, slot: usize, partitions: i32) {
         let queues = &mut self.topics[slot];
         // Partitions can be added to a topic, never removed.
         while queues.partitions.len() < partitions as usize {
             queues.partitions.push(PartitionQueue::new());
         }
-        self.last_slot = slot;
-        slot
-    }
-
-    fn topic_mut(&mut self, topic: &str, partitions: i32) -> &mut TopicQueues {
-        let slot = self.topic_slot(topic, partitions);
-        &mut self.topics[slot]
     }
 
     /// The sticky partition for keyless records of `topic`.
+    #[cfg(test)]
     pub fn sticky_partition(&mut self, topic: &str, partitions: i32) -> i32 {
-        let queues = self.topic_mut(topic, partitions);
+        let slot = self.topic_slot(topic, partitions);
+        self.sticky_partition_at(slot, partitions)
+    }
+
+    /// The sticky partition for keyless records of the topic at `slot`.
+    pub fn sticky_partition_at(&mut self, slot: TopicSlot, partitions: i32) -> i32 {
+        let queues = &mut self.topics[slot.0];
         match queues.sticky {
             Some(partition) if partition < partitions => partition,
             _ => {
@@ -268,16 +287,12 @@ impl Accumulator {
     }
 
     /// Prefetches where a record of `bytes` would go in the open batch of
-    /// `topic`/`partition` (see [`RecordBatchBuilder::prefetch_append`]);
+    /// `slot`'s topic and `partition` (see [`RecordBatchBuilder::prefetch_append`]);
     /// nothing if none is open.
-    pub fn prefetch_append(&self, topic: &str, partition: i32, bytes: usize) {
-        let slot = match self.topics.get(self.last_slot) {
-            Some(queues) if &*queues.name == topic => Some(self.last_slot),
-            _ => self.topic_slots.get(topic).copied(),
-        };
-        let open = slot
-            .and_then(|slot| self.topics.get(slot))
-            .zip(usize::try_from(partition).ok())
+    pub fn prefetch_append(&self, slot: TopicSlot, partition: i32, bytes: usize) {
+        let open = usize::try_from(partition)
+            .ok()
+            .map(|partition| (&self.topics[slot.0], partition))
             .and_then(|(queues, partition)| queues.partitions.get(partition))
             .and_then(|queue| queue.open.as_ref());
         if let Some(open) = open {
@@ -285,8 +300,25 @@ impl Accumulator {
         }
     }
 
-    /// Appends a record to the open batch of `topic`/`partition`, sealing
-    /// the open batch first if the record would overflow it.
+    /// [`Self::append_at`] by the topic's name.
+    #[cfg(test)]
+    #[allow(clippy::too_many_arguments)]
+    pub fn append<R>(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        partitions: i32,
+        record: &RecordParts<'_>,
+        reserve: impl FnOnce(usize) -> Option<usize>,
+        now: impl FnOnce() -> Instant,
+        placed: impl FnOnce(Placed<'_>) -> R,
+    ) -> Result<Appended<R>, MemoryNeeded> {
+        let slot = self.topic_slot(topic, partitions);
+        self.append_at(slot, partition, partitions, record, reserve, now, placed)
+    }
+
+    /// Appends a record to the open batch of `partition` of the topic at
+    /// `slot`, sealing the open batch first if the record would overflow it.
     ///
     /// A new batch holds `batch_size` bytes of `buffer_memory` (or the
     /// `estimated_bytes` of a larger record) from when it opens until
@@ -301,9 +333,9 @@ impl Accumulator {
     /// reference to the batch's outcome once per run, not per record (an
     /// atomic increment per record stalls on the record copy before it).
     #[allow(clippy::too_many_arguments)]
-    pub fn append<R>(
+    pub fn append_at<R>(
         &mut self,
-        topic: &str,
+        slot: TopicSlot,
         partition: i32,
         partitions: i32,
         record: &RecordParts<'_>,
@@ -320,23 +352,19 @@ impl Accumulator {
         let batch_size = self.batch_size;
         let mut wake_sender = false;
         let mut sealed = false;
-        let slot = self.topic_slot(topic, partitions);
-        let needs_new = {
-            let queue = &mut self.topics[slot].partitions[partition as usize];
-            match &queue.open {
-                Some(open) => {
-                    let size = open.builder.record_bytes(
-                        record.timestamp,
-                        record.key,
-                        record.value,
-                        record.headers,
-                    );
-                    !open.builder.is_empty() && open.builder.estimated_bytes() + size > batch_size
-                }
-                None => true,
-            }
+        let slot = slot.0;
+        self.grow(slot, partitions);
+        let joined_open = match &mut self.topics[slot].partitions[partition as usize].open {
+            Some(open) => open.builder.try_append(
+                batch_size,
+                record.timestamp,
+                record.key,
+                record.value,
+                record.headers,
+            ),
+            None => false,
         };
-        if needs_new {
+        if !joined_open {
             let wanted = record.estimated_bytes.max(batch_size);
             let Some(reserved_bytes) = reserve(wanted) else {
                 return Err(MemoryNeeded { bytes: wanted });
@@ -344,7 +372,7 @@ impl Accumulator {
             sealed = self.topics[slot].partitions[partition as usize]
                 .open
                 .is_some();
-            self.seal(topic, partition);
+            self.seal_at(slot, partition);
             let identity = self.identity;
             let compression = self.compression;
             let queue = &mut self.topics[slot].partitions[partition as usize];
@@ -376,6 +404,7 @@ impl Accumulator {
             }
             self.open_batches += 1;
             let queue = &mut self.topics[slot].partitions[partition as usize];
+            builder.append(record.timestamp, record.key, record.value, record.headers);
             queue.open = Some(OpenBatch {
                 id,
                 builder,
@@ -389,16 +418,14 @@ impl Accumulator {
         let open = queue
             .open
             .as_mut()
-            .unwrap_or_else(|| unreachable!("opened above"));
-        open.builder
-            .append(record.timestamp, record.key, record.value, record.headers);
+            .unwrap_or_else(|| unreachable!("joined or opened above"));
         let placed = placed(Placed {
             outcome: &open.outcome,
             partition,
             index: open.builder.records_count() - 1,
         });
         if open.builder.estimated_bytes() >= batch_size {
-            self.seal(topic, partition);
+            self.seal_at(slot, partition);
             wake_sender = true;
             sealed = true;
         }
@@ -413,12 +440,17 @@ impl Accumulator {
     /// fails to build (a codec error) is failed at once and recorded in
     /// `seal_failures`.
     pub fn seal(&mut self, topic: &str, partition: i32) {
-        let _ = self.try_seal(topic, partition);
+        if let Some(&slot) = self.topic_slots.get(topic) {
+            self.seal_at(slot, partition);
+        }
     }
 
-    fn try_seal(&mut self, topic: &str, partition: i32) -> Option<()> {
+    fn seal_at(&mut self, slot: usize, partition: i32) {
+        let _ = self.try_seal(slot, partition);
+    }
+
+    fn try_seal(&mut self, slot: usize, partition: i32) -> Option<()> {
         let identity = self.identity;
-        let slot = *self.topic_slots.get(topic)?;
         let queues = &mut self.topics[slot];
         let queue = queues.partitions.get_mut(partition as usize)?;
         let open = queue.open.take()?;

@@ -49,7 +49,7 @@ pub use partitioner::{DefaultPartitioner, Partitioner};
 
 use crate::client::Client;
 use crate::error::{Error, Result};
-use accumulator::{Accumulator, MemoryNeeded, ProducerIdentity, RecordParts};
+use accumulator::{Accumulator, MemoryNeeded, ProducerIdentity, RecordParts, TopicSlot};
 
 /// How many replicas must have a batch before the broker answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -333,14 +333,16 @@ impl Shared {
         })
     }
 
-    /// The record's partition: `chosen`, or else the sticky one; checked.
+    /// The record's partition: `chosen`, or else the sticky one of its
+    /// topic (at `slot`); checked.
     fn place(
         acc: &mut Accumulator,
+        slot: TopicSlot,
         record: &ProducerRecord<'_>,
         chosen: Option<i32>,
         partitions: i32,
     ) -> Result<i32> {
-        let partition = chosen.unwrap_or_else(|| acc.sticky_partition(record.topic, partitions));
+        let partition = chosen.unwrap_or_else(|| acc.sticky_partition_at(slot, partitions));
         check_partition(record.topic, partition, partitions)?;
         Ok(partition)
     }
@@ -533,9 +535,10 @@ impl Producer {
                     .accumulator
                     .lock()
                     .map_err(|_| Error::Closed("producer"))?;
-                let partition = Shared::place(&mut acc, &record, choice, partitions)?;
-                acc.append(
-                    record.topic,
+                let slot = acc.topic_slot(record.topic, partitions);
+                let partition = Shared::place(&mut acc, slot, &record, choice, partitions)?;
+                acc.append_at(
+                    slot,
                     partition,
                     partitions,
                     &parts,
@@ -604,6 +607,7 @@ impl Producer {
         // Partitions are chosen one record ahead, so that the tail of the
         // next record's batch is prefetched while this one is copied.
         let mut chosen = ChosenAhead::default();
+        let mut run_slot: Option<(usize, TopicSlot)> = None;
         while next < records.len() {
             let mut wake_sender = false;
             let mut sealed = false;
@@ -623,29 +627,38 @@ impl Producer {
                         topic_run += 1;
                     }
                     let partitions = topic_runs[topic_run].1;
+                    // The topic's name is looked up once per run, not per record.
+                    let slot = match run_slot {
+                        Some((run, slot)) if run == topic_run => slot,
+                        _ => {
+                            let slot = acc.topic_slot(record.topic, partitions);
+                            run_slot = Some((topic_run, slot));
+                            slot
+                        }
+                    };
                     let choice =
                         chosen.get_or_ask(next, || shared.chosen_partition(record, partitions));
-                    let partition = Shared::place(&mut acc, record, choice, partitions)?;
+                    let partition = Shared::place(&mut acc, slot, record, choice, partitions)?;
                     if let Some(following) = records.get(next + 1) {
-                        let partitions = match topic_runs.get(topic_run + 1) {
-                            Some(&(first, partitions)) if first == next + 1 => partitions,
-                            _ => partitions,
+                        let (partitions, same_run) = match topic_runs.get(topic_run + 1) {
+                            Some(&(first, partitions)) if first == next + 1 => (partitions, false),
+                            _ => (partitions, true),
                         };
                         let choice = chosen.get_or_ask(next + 1, || {
                             shared.chosen_partition(following, partitions)
                         });
                         if let Some(partition) = choice {
-                            acc.prefetch_append(
-                                following.topic,
-                                partition,
-                                following.estimated_bytes(),
-                            );
+                            let slot = match same_run {
+                                true => slot,
+                                false => acc.topic_slot(following.topic, partitions),
+                            };
+                            acc.prefetch_append(slot, partition, following.estimated_bytes());
                         }
                     }
                     let timestamp = record.timestamp.unwrap_or(now);
                     let parts = record.parts(timestamp, record.estimated_bytes());
-                    match acc.append(
-                        record.topic,
+                    match acc.append_at(
+                        slot,
                         partition,
                         partitions,
                         &parts,

@@ -188,6 +188,44 @@ impl RecordBatchBuilder {
         headers: &[(&[u8], Option<&[u8]>)],
     ) {
         let body_len = self.record_body_len(timestamp, key, value, headers);
+        self.append_body(body_len, timestamp, key, value, headers);
+    }
+
+    /// Appends one record unless the batch already holds records and would
+    /// then exceed `limit_bytes` (as [`Self::estimated_bytes`] counts);
+    /// returns whether it did. The record's size is worked out once for
+    /// the check and the encoding: a producer asks this for every record.
+    pub fn try_append(
+        &mut self,
+        limit_bytes: usize,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[(&[u8], Option<&[u8]>)],
+    ) -> bool {
+        let body_len = self.record_body_len(timestamp, key, value, headers);
+        let record_bytes = varint_len(body_len as i32) + body_len;
+        if !self.is_empty() && self.estimated_bytes() + record_bytes > limit_bytes {
+            return false;
+        }
+        self.append_body(body_len, timestamp, key, value, headers);
+        true
+    }
+
+    /// Encodes a record whose body (everything after its length) is
+    /// `body_len` bytes, as `record_body_len` gives for this batch now.
+    fn append_body(
+        &mut self,
+        body_len: usize,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[(&[u8], Option<&[u8]>)],
+    ) {
+        debug_assert_eq!(
+            body_len,
+            self.record_body_len(timestamp, key, value, headers)
+        );
         if self.records_count == 0 {
             self.base_timestamp = timestamp;
         }

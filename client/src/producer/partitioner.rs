@@ -10,6 +10,12 @@
 
 /// Picks partitions for records. `None` leaves the record to the
 /// producer's sticky choice.
+///
+/// The producer asks once per record, in the order the records are sent,
+/// also when a send waits for buffer memory and places the record later;
+/// `send_many` asks about a record one record early (to prefetch where it
+/// will go), so an answer must not depend on the records before it having
+/// been placed yet.
 pub trait Partitioner: Send + Sync + std::fmt::Debug {
     /// The partition for a record of `topic`, which has `partitions`
     /// partitions (at least one). Must return a value in `0..partitions`, or `None`.

@@ -290,12 +290,11 @@ impl Accumulator {
     /// `slot`'s topic and `partition` (see [`RecordBatchBuilder::prefetch_append`]);
     /// nothing if none is open.
     pub fn prefetch_append(&self, slot: TopicSlot, partition: i32, bytes: usize) {
-        let open = usize::try_from(partition)
-            .ok()
-            .map(|partition| (&self.topics[slot.0], partition))
-            .and_then(|(queues, partition)| queues.partitions.get(partition))
-            .and_then(|queue| queue.open.as_ref());
-        if let Some(open) = open {
+        let Ok(partition) = usize::try_from(partition) else {
+            return;
+        };
+        let queue = self.topics[slot.0].partitions.get(partition);
+        if let Some(open) = queue.and_then(|queue| queue.open.as_ref()) {
             open.builder.prefetch_append(bytes);
         }
     }
